@@ -1,0 +1,3 @@
+"""agecheck: face age estimation, training and label review."""
+
+__version__ = "0.1.0"

@@ -1,0 +1,211 @@
+"""Build an age model from any image-classification checkpoint and turn its outputs into ages.
+
+Everything inference needs to reproduce training (head type, age normalisation, face framing,
+uncertainty calibration) lives in ``config.agecheck`` so it travels inside ``config.json`` with
+``save_pretrained`` / ``push_to_hub`` and comes back with ``from_pretrained``.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from transformers import (
+    AutoConfig,
+    AutoImageProcessor,
+    AutoModelForImageClassification,
+    PreTrainedModel,
+)
+
+logger = logging.getLogger(__name__)
+
+HEADS = ("regression", "gaussian", "bins")
+MAX_AGE = 100  # bins cover 0..MAX_AGE inclusive; predictions are not clipped for storage
+WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin")
+
+
+@dataclass
+class AgeSettings:
+    """What a checkpoint must carry so that serving reproduces training exactly."""
+
+    head: str = "regression"
+    age_mean: float = 30.0
+    age_std: float = 20.0
+    target: str = "real"
+    faces: str = "detect"  # "detect": photos go through face detection; "cropped": inputs are crops
+    crop_margin: float = 0.4  # margin added around a detected face box (APPA-REAL: 40%)
+    image_size: int = 224
+    # Uncertainty calibration from validation: predicted-age band edges and the mean absolute error
+    # the model made in each band. Used as the spread where the head gives no uncertainty of its own.
+    calibration_edges: list[float] = field(default_factory=list)
+    calibration_mae: list[float] = field(default_factory=list)
+    base_model: str = ""
+
+    def num_outputs(self) -> int:
+        return {"regression": 1, "gaussian": 2, "bins": MAX_AGE + 1}[self.head]
+
+    @classmethod
+    def from_config(cls, config: Any) -> "AgeSettings":
+        raw = getattr(config, "agecheck", None) or {}
+        known = {k: v for k, v in raw.items() if k in cls.__dataclass_fields__}
+        return cls(**known)
+
+    def save_to_config(self, config: Any) -> None:
+        config.agecheck = asdict(self)
+
+
+def is_config_only(path: str | Path) -> bool:
+    """A local base folder with a config but no weights means: build the architecture from scratch."""
+    folder = Path(path)
+    return folder.is_dir() and (folder / "config.json").exists() and not any(
+        (folder / name).exists() for name in WEIGHT_FILES
+    )
+
+
+def build_age_model(base_model: str, settings: AgeSettings, **config_overrides: Any) -> PreTrainedModel:
+    """A fresh age model on top of ``base_model`` (Hub id or local folder) with the head ``settings`` asks for."""
+    if settings.head not in HEADS:
+        raise ValueError(f"Unknown head {settings.head!r}: choose one of {', '.join(HEADS)}.")
+    num_labels = settings.num_outputs()
+    labels = ["age"] if num_labels == 1 else (["age", "log_variance"] if num_labels == 2 else [str(a) for a in range(num_labels)])
+    kwargs: dict[str, Any] = dict(
+        num_labels=num_labels,
+        id2label=dict(enumerate(labels)),
+        label2id={name: i for i, name in enumerate(labels)},
+        problem_type="regression",
+        **config_overrides,
+    )
+    if is_config_only(base_model):
+        logger.warning(
+            "\n%s\n!! %s has a config but NO WEIGHTS: building the architecture with RANDOM weights.\n"
+            "!! Training from scratch needs far more data and epochs than fine-tuning.\n%s",
+            "!" * 78, base_model, "!" * 78,
+        )
+        config = AutoConfig.from_pretrained(base_model, **kwargs)
+        model = AutoModelForImageClassification.from_config(config)
+    else:
+        model = AutoModelForImageClassification.from_pretrained(base_model, ignore_mismatched_sizes=True, **kwargs)
+    settings.base_model = str(base_model)
+    settings.save_to_config(model.config)
+    freeze_identity_squeeze_excite(model)
+    return model
+
+
+def freeze_identity_squeeze_excite(model: torch.nn.Module) -> int:
+    """EfficientNet-Lite has no squeeze-excite; the shared checkpoints make it an exact identity. Keep it one."""
+    frozen = 0
+    for name, param in model.named_parameters():
+        if "squeeze_excite" in name and param.numel() > 0:
+            if name.endswith("expand.bias") and float(param.detach().min()) >= 10.0:
+                param.requires_grad_(False)
+                frozen += 1
+            elif "squeeze_excite.reduce" in name or "squeeze_excite.expand.weight" in name:
+                if float(param.detach().abs().max()) == 0.0:
+                    param.requires_grad_(False)
+                    frozen += 1
+    return frozen
+
+
+def head_parameter_names(model: PreTrainedModel) -> set[str]:
+    """Names of the freshly initialised output layer(s): what stays trainable while the backbone is frozen."""
+    names = set()
+    for name, _ in model.named_parameters():
+        if name.startswith(("classifier", "fc.", "head", "score")) or ".classifier." in name:
+            names.add(name)
+    if not names:  # fall back to the last two parameters (weight and bias of the final layer)
+        names = {name for name, _ in list(model.named_parameters())[-2:]}
+    return names
+
+
+def configure_processor(processor: Any, image_size: int) -> Any:
+    """Make the image processor resize the whole crop to ``image_size`` square, without a centre crop.
+
+    The face crop already fixes the framing; a further centre crop would cut off chin and forehead
+    differently at train and serve time.
+    """
+    size = getattr(processor, "size", None)
+    if size is not None and (getattr(size, "shortest_edge", None) or (isinstance(size, dict) and "shortest_edge" in size)):
+        processor.size = {"shortest_edge": image_size}
+        if hasattr(processor, "crop_pct"):
+            processor.crop_pct = 1.0
+    else:
+        processor.size = {"height": image_size, "width": image_size}
+    if hasattr(processor, "crop_size"):
+        processor.crop_size = {"height": image_size, "width": image_size}
+    if hasattr(processor, "do_center_crop"):
+        processor.do_center_crop = False
+    return processor
+
+
+def load_processor(base_model: str, image_size: int) -> Any:
+    return configure_processor(AutoImageProcessor.from_pretrained(base_model), image_size)
+
+
+def outputs_to_age(logits: np.ndarray | torch.Tensor, settings: AgeSettings) -> tuple[np.ndarray, np.ndarray | None]:
+    """Model outputs -> (age in years, model's own spread in years or None)."""
+    out = torch.as_tensor(np.asarray(logits) if not isinstance(logits, torch.Tensor) else logits).float()
+    if out.ndim == 1:
+        out = out[:, None]
+    if settings.head == "regression":
+        return (out[:, 0] * settings.age_std + settings.age_mean).numpy(), None
+    if settings.head == "gaussian":
+        age = out[:, 0] * settings.age_std + settings.age_mean
+        sigma = torch.exp(0.5 * out[:, 1].clamp(-20, 20)) * settings.age_std
+        return age.numpy(), sigma.numpy()
+    probs = torch.softmax(out, dim=-1)
+    bins = torch.arange(out.shape[-1], dtype=torch.float32)
+    age = (probs * bins).sum(-1)
+    sigma = torch.sqrt((probs * (bins - age[:, None]) ** 2).sum(-1))
+    return age.numpy(), sigma.numpy()
+
+
+def calibrated_spread(age: np.ndarray, settings: AgeSettings) -> np.ndarray | None:
+    """Validation MAE of the band each predicted age falls in; None when the checkpoint has no calibration."""
+    if not settings.calibration_mae:
+        return None
+    edges = np.asarray(settings.calibration_edges, dtype=float)
+    band = np.clip(np.searchsorted(edges, np.asarray(age, dtype=float), side="right") - 1, 0, len(settings.calibration_mae) - 1)
+    return np.asarray(settings.calibration_mae, dtype=float)[band]
+
+
+def fit_calibration(predicted: np.ndarray, true: np.ndarray, band_width: float = 10.0, min_count: int = 10) -> tuple[list[float], list[float]]:
+    """Per predicted-age band, the MAE on held-out data; sparse bands borrow from their neighbours."""
+    predicted = np.asarray(predicted, dtype=float)
+    errors = np.abs(predicted - np.asarray(true, dtype=float))
+    edges = [float(e) for e in np.arange(0.0, MAX_AGE + band_width, band_width)][:-1]
+    maes: list[float] = []
+    overall = float(errors.mean()) if errors.size else float("nan")
+    for i, low in enumerate(edges):
+        high = edges[i + 1] if i + 1 < len(edges) else math.inf
+        width = 0
+        while True:  # widen the window until it holds enough samples
+            in_band = (predicted >= low - width * band_width) & (predicted < high + width * band_width)
+            if in_band.sum() >= min_count or width > len(edges):
+                break
+            width += 1
+        maes.append(float(errors[in_band].mean()) if in_band.any() else overall)
+    return edges, maes
+
+
+def load_age_model(path_or_repo_id: str, device: str | torch.device = "cpu") -> tuple[PreTrainedModel, Any, AgeSettings]:
+    """Load a fine-tuned age model, its image processor and its settings (local folder or Hub id)."""
+    try:
+        model = AutoModelForImageClassification.from_pretrained(path_or_repo_id)
+        processor = AutoImageProcessor.from_pretrained(path_or_repo_id)
+    except (OSError, ValueError) as error:
+        raise OSError(
+            f"Could not load an age model from {path_or_repo_id!r}: {error}\n"
+            "Give a folder written by train.py (it holds config.json, model.safetensors and "
+            "preprocessor_config.json) or a Hugging Face Hub model id."
+        ) from error
+    settings = AgeSettings.from_config(model.config)
+    if not getattr(model.config, "agecheck", None):
+        logger.warning("%s carries no agecheck settings; assuming a plain regressor in years.", path_or_repo_id)
+        settings = AgeSettings(head="regression", age_mean=0.0, age_std=1.0)
+    model.to(device).eval()
+    return model, processor, settings
