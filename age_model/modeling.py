@@ -39,6 +39,12 @@ class AgeSettings:
     target: str = "real"
     faces: str = "detect"  # "detect": photos go through face detection; "cropped": inputs are crops
     crop_margin: float = 0.4  # margin added around a detected face box (APPA-REAL: 40%)
+    # How faces.crop_face frames a detected face: "box" (box + crop_margin per side, APPA-REAL),
+    # "square" (the same around a square box) or "aligned" (eyes level, square, sized from the
+    # landmarks by align_scale / align_shift). faces.calibrate_crop fits these on training crops.
+    crop_style: str = "box"
+    align_scale: float = 1.0
+    align_shift: float = 0.1
     image_size: int = 224
     # Uncertainty calibration from validation: predicted-age band edges and the mean absolute error
     # the model made in each band. Used as the spread where the head gives no uncertainty of its own.
