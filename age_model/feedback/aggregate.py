@@ -81,7 +81,8 @@ def agreement(votes_by_sample: Mapping[str, Iterable[Vote]], within: float = 5.0
     """Inter-annotator agreement over samples with two or more annotators.
 
     Pairs are formed from each annotator's latest active vote per sample. Returns the overall
-    mean pairwise |difference|, the share of pairs within ``within`` years, and the same per
+    mean pairwise |difference|, the share of pairs within ``within`` years (key ``within_5`` for
+    the default), and the same per
     annotator (over the pairs they are part of), plus each annotator's active vote count.
     """
     diffs: list[float] = []
@@ -101,17 +102,18 @@ def agreement(votes_by_sample: Mapping[str, Iterable[Vote]], within: float = 5.0
             per[a.annotator].append(d)
             per[b.annotator].append(d)
 
+    key = f"within_{within:g}"  # "within_5": share of pairs at most 5 years apart
+
     def summary(values: list[float]) -> dict[str, Any]:
         if not values:
-            return {"pairs": 0, "mean_abs_diff": None, "share_within": None}
+            return {"pairs": 0, "mean_abs_diff": None, key: None}
         return {
             "pairs": len(values),
             "mean_abs_diff": math.fsum(values) / len(values),
-            "share_within": sum(d <= within for d in values) / len(values),
+            key: sum(d <= within for d in values) / len(values),
         }
 
     return {
-        "within_years": within,
         "samples_with_multiple_annotators": multi,
         **summary(diffs),
         "per_annotator": {name: {"votes": counts[name], **summary(per.get(name, []))} for name in sorted(counts)},

@@ -26,14 +26,14 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import delete, insert, or_, select, update
+from sqlalchemy import delete, insert, inspect, or_, select, update
 from sqlalchemy.engine import Connection, Row
 from sqlalchemy.exc import DBAPIError, IntegrityError, ProgrammingError
 
 from . import schema
 from .aggregate import aggregate
 from .db import make_engine, run_tx
-from .errors import InvalidFieldError, NothingToUndoError, StoreConnectionError, UnknownSampleError
+from .errors import FeedbackError, InvalidFieldError, NothingToUndoError, StoreConnectionError, UnknownSampleError
 from .images import ImageDir, check_image, check_sample_id, read_image_input, sample_id_of, strip_metadata
 from .records import Label, LabelRules, Sample, Vote
 from .urls import StoreLocation, default_url, parse_store_url
@@ -69,13 +69,21 @@ class FeedbackStore:
         images_dir: str | os.PathLike[str] | None = None,
         rules: LabelRules = LabelRules(),
         startup_check: bool = True,
+        create: bool = True,
     ) -> None:
+        """Open (and with ``create``, initialise) the store; ``create=False`` refuses to make an
+        empty store where one was expected (a mistyped path would otherwise export nothing)."""
         self.location: StoreLocation = parse_store_url(url or default_url(), images_dir)
         self.rules = rules
         self.images = ImageDir(self.location.images_dir)
+        if not create and self.location.backend == "sqlite" and not Path(self.location.url.database).is_file():
+            raise StoreConnectionError(f"no feedback store at {self.location.url.database} (from {self.location.display()})")
         self.engine = make_engine(self.location.url)
         try:
-            self._create_schema()
+            if create:
+                self._create_schema()
+            elif not inspect(self.engine).has_table("votes"):
+                raise StoreConnectionError(f"{self.location.display()} holds no feedback store (no votes table)")
         except DBAPIError as exc:
             self.engine.dispose()
             raise StoreConnectionError(f"cannot open feedback store {self.location.display()}: {exc.orig}") from None
@@ -259,6 +267,39 @@ class FeedbackStore:
                 out[row.sample_id].append(self._vote(row))
         return out
 
+    @staticmethod
+    def _vote_values(
+        sample_id: Any, age: Any, annotator: Any, *, source: Any = None, previous_label: Any = None,
+        model_age: Any = None, model_version: Any = None, note: Any = None, consent: Any = None,
+        created_at: Any = None,
+    ) -> dict[str, Any]:
+        """Checked column values of one vote (raises FeedbackError before anything is written)."""
+        values: dict[str, Any] = dict(
+            sample_id=check_sample_id(sample_id), age=check_age(age), annotator=check_annotator(annotator),
+            source=check_text(source, "source"), previous_label=check_optional_age(previous_label, "previous_label"),
+            model_age=check_optional_age(model_age, "model_age"), model_version=check_text(model_version, "model_version"),
+            note=check_text(note, "note", max_len=5000), consent=check_consent(consent),
+        )
+        if created_at is not None:
+            if not isinstance(created_at, datetime):
+                raise InvalidFieldError(f"created_at must be a datetime, got {created_at!r}")
+            values["created_at"] = as_utc(created_at)
+        return values
+
+    def _append_vote(self, conn: Connection, values: dict[str, Any]) -> Vote:
+        """Fill defaults from the sample (source, previous label) and append the vote."""
+        sample_id = values["sample_id"]
+        row = conn.execute(select(schema.samples).where(schema.samples.c.sample_id == sample_id)).first()
+        if row is None:
+            raise UnknownSampleError(f"unknown sample {sample_id}: add its image or register it first")
+        vals = dict(values)  # a retried transaction starts from the caller's values again
+        if vals["source"] is None:
+            vals["source"] = row.source
+        if vals["previous_label"] is None:
+            current = aggregate(sample_id, self._sample_votes(conn, [sample_id])[sample_id], original_label=row.original_label, rules=self.rules)
+            vals["previous_label"] = current.age if current.age is not None else row.original_label
+        return self._insert_vote(conn, **vals)
+
     def add_vote(
         self, sample_id: str, age: Any, annotator: str, *, source: str | None = None,
         previous_label: float | None = None, model_age: float | None = None,
@@ -270,31 +311,24 @@ class FeedbackStore:
         ``source`` defaults to the sample's source; ``previous_label`` (the label this vote
         replaces) defaults to the sample's current aggregate, else its original label.
         """
-        check_sample_id(sample_id)
-        values: dict[str, Any] = dict(
-            sample_id=sample_id, age=check_age(age), annotator=check_annotator(annotator),
-            source=check_text(source, "source"), previous_label=check_optional_age(previous_label, "previous_label"),
-            model_age=check_optional_age(model_age, "model_age"), model_version=check_text(model_version, "model_version"),
-            note=check_text(note, "note", max_len=5000), consent=check_consent(consent),
+        values = self._vote_values(
+            sample_id, age, annotator, source=source, previous_label=previous_label, model_age=model_age,
+            model_version=model_version, note=note, consent=consent, created_at=created_at,
         )
-        if created_at is not None:
-            if not isinstance(created_at, datetime):
-                raise InvalidFieldError(f"created_at must be a datetime, got {created_at!r}")
-            values["created_at"] = as_utc(created_at)
+        return run_tx(self.engine, lambda conn: self._append_vote(conn, values))
 
-        def tx(conn: Connection) -> Vote:
-            row = conn.execute(select(schema.samples).where(schema.samples.c.sample_id == sample_id)).first()
-            if row is None:
-                raise UnknownSampleError(f"unknown sample {sample_id}: add its image or register it first")
-            vals = dict(values)  # a retried transaction starts from the caller's values again
-            if vals["source"] is None:
-                vals["source"] = row.source
-            if vals["previous_label"] is None:
-                current = aggregate(sample_id, self._sample_votes(conn, [sample_id])[sample_id], original_label=row.original_label, rules=self.rules)
-                vals["previous_label"] = current.age if current.age is not None else row.original_label
-            return self._insert_vote(conn, **vals)
-
-        return run_tx(self.engine, tx)
+    def add_votes(self, records: Iterable[dict[str, Any]]) -> list[Vote]:
+        """Append many votes all-or-nothing (imports): every record is checked first, then one
+        transaction writes them in order. Keys are add_vote's parameter names."""
+        checked = []
+        for n, record in enumerate(records, 1):
+            try:
+                checked.append(self._vote_values(**record))
+            except TypeError as exc:
+                raise InvalidFieldError(f"record {n}: {exc}") from None
+            except FeedbackError as exc:
+                raise type(exc)(f"record {n}: {exc}") from None
+        return run_tx(self.engine, lambda conn: [self._append_vote(conn, values) for values in checked])
 
     def add_upload(
         self, image: Any, age: Any, annotator: str, *, consent: bool | None, source: str = "upload",

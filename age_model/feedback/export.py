@@ -1,0 +1,245 @@
+"""Export the feedback store as a Hugging Face dataset folder, and push it to the Hub.
+
+Layout of ``OUT`` (``datasets.load_dataset(OUT)`` reads it; so does the Hub viewer)::
+
+    OUT/README.md                            dataset card, numbers computed from the store
+    OUT/data/train-00000-of-00001.parquet    one row per labelled sample (config "default")
+    OUT/votes/votes-00000-of-00001.parquet   the vote rows behind those samples (config "votes")
+
+What is exported, and why:
+- Stakeholder uploads (source ``upload``/``webcam``) only with consent: the image bytes as stored
+  (metadata already stripped by the app), ``consent=True``.
+- Samples of third-party data sets (UTKFace, APPA-REAL, ...) as *corrections only*: ``id`` (the
+  sha256 the data loader also computes) and the aggregated age, ``image`` empty. Their licences
+  (UTKFace: non-commercial research only) do not allow us to re-publish the photos; whoever
+  retrains has the original data set and joins on ``id``. ``include_dataset_images=True``
+  (``--include-dataset-images``) adds the stored bytes for private mirrors.
+- Every status is exported (the ``status`` column says which labels are settled); samples whose
+  votes were all retracted are not. Free-text notes are never exported (they may name people).
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import uuid
+from collections import Counter
+from dataclasses import asdict, dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import datasets
+from huggingface_hub import DatasetCard, DatasetCardData
+
+from .aggregate import active_votes, agreement
+from .records import UPLOAD_SOURCES, Status
+from .store import FeedbackStore
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_LICENSE = "agecheck-consent-terms"
+DATA_FILE = "data/train-00000-of-00001.parquet"
+VOTES_FILE = "votes/votes-00000-of-00001.parquet"
+CONFIGS = [
+    {"config_name": "default", "default": True, "data_files": [{"split": "train", "path": "data/train-*"}]},
+    {"config_name": "votes", "data_files": [{"split": "train", "path": "votes/votes-*"}]},
+]
+FEATURES = datasets.Features({
+    "image": datasets.Image(),
+    "id": datasets.Value("string"),
+    "age": datasets.Value("float64"),
+    "age_std": datasets.Value("float64"),
+    "num_votes": datasets.Value("int32"),
+    "status": datasets.Value("string"),
+    "source": datasets.Value("string"),
+    "previous_label": datasets.Value("float64"),
+    "model_age": datasets.Value("float64"),
+    "model_version": datasets.Value("string"),
+    "consent": datasets.Value("bool"),
+    "original_name": datasets.Value("string"),
+})
+VOTE_FEATURES = datasets.Features({
+    "vote_id": datasets.Value("int64"),
+    "sample_id": datasets.Value("string"),
+    "kind": datasets.Value("string"),
+    "age": datasets.Value("float64"),
+    "annotator": datasets.Value("string"),
+    "created_at": datasets.Value("string"),
+    "source": datasets.Value("string"),
+    "previous_label": datasets.Value("float64"),
+    "model_age": datasets.Value("float64"),
+    "model_version": datasets.Value("string"),
+    "consent": datasets.Value("bool"),
+    "retracts": datasets.Value("int64"),
+})
+
+
+@dataclass(frozen=True)
+class ExportResult:
+    """Where the export went and what it holds."""
+
+    path: Path
+    num_rows: int
+    stats: dict[str, Any]
+
+
+def is_upload(source: str) -> bool:
+    return source in UPLOAD_SOURCES
+
+
+def feedback_records(store: FeedbackStore, *, include_dataset_images: bool = False) -> list[dict[str, Any]]:
+    """One exportable row per labelled sample, following the rules in the module docstring."""
+    labels = store.labels()
+    rows = []
+    for sample in store.samples():
+        lab = labels[sample.sample_id]
+        if lab.status == Status.UNREVIEWED or (is_upload(sample.source) and lab.consent is not True):
+            continue
+        image = None
+        if sample.image_path is not None and (is_upload(sample.source) or include_dataset_images):
+            image = {"bytes": sample.image_path.read_bytes(), "path": sample.image_path.name}
+        rows.append({
+            "image": image, "id": sample.sample_id, "age": lab.age, "age_std": lab.age_std,
+            "num_votes": lab.num_votes, "status": str(lab.status), "source": sample.source,
+            "previous_label": lab.reference_label, "model_age": lab.model_age, "model_version": lab.model_version,
+            "consent": lab.consent if is_upload(sample.source) else None, "original_name": sample.original_name,
+        })
+    return rows
+
+
+def feedback_dataset(store: FeedbackStore, *, include_dataset_images: bool = False) -> datasets.Dataset:
+    """The export's main table as an in-memory ``datasets.Dataset`` (``image`` is an Image feature)."""
+    return _table(feedback_records(store, include_dataset_images=include_dataset_images), FEATURES)
+
+
+def _table(rows: list[dict[str, Any]], features: datasets.Features) -> datasets.Dataset:
+    """Rows as a Dataset with fixed features; an empty list gives an empty table, not an error."""
+    return datasets.Dataset.from_dict({k: [r[k] for r in rows] for k in features}, features=features)
+
+
+def _vote_rows(store: FeedbackStore, sample_ids: set[str]) -> list[dict[str, Any]]:
+    rows = []
+    for sample_id, votes in sorted(store.votes_by_sample(sorted(sample_ids)).items()):
+        for v in votes:
+            rows.append({
+                "vote_id": v.id, "sample_id": v.sample_id, "kind": v.kind, "age": v.age, "annotator": v.annotator,
+                "created_at": v.created_at.isoformat(), "source": v.source, "previous_label": v.previous_label,
+                "model_age": v.model_age, "model_version": v.model_version, "consent": v.consent, "retracts": v.retracts,
+            })
+    return sorted(rows, key=lambda r: r["vote_id"])
+
+
+def feedback_stats(store: FeedbackStore, *, license: str = DEFAULT_LICENSE) -> dict[str, Any]:
+    """Counts, annotators, agreement and consent of a store: what the dataset card and Stats tab show.
+
+    Keys follow ``age_model.cards.render_feedback_card``: ``num_samples`` (samples with at least
+    one active vote), ``num_votes`` (active votes), ``num_rows`` (rows an export would hold),
+    ``annotators`` / ``sources`` / ``statuses`` / ``consent`` ({name: count}), ``agreement``
+    (see ``aggregate.agreement``), ``license``; plus raw counts and the label rules.
+    """
+    samples = store.samples()
+    votes = store.votes_by_sample()
+    labels = store.labels()
+    labelled = [s for s in samples if labels[s.sample_id].status != Status.UNREVIEWED]
+    live = [v for s in labelled for v in active_votes(votes.get(s.sample_id, []))]
+    uploads = [s for s in samples if is_upload(s.source)]
+    consent_names = {True: "given", False: "refused", None: "not asked"}
+    exportable = sum(1 for s in labelled if not is_upload(s.source) or labels[s.sample_id].consent is True)
+    all_rows = [v for rows in votes.values() for v in rows]
+    return {
+        "num_samples": len(labelled),
+        "num_votes": len(live),
+        "num_rows": exportable,
+        "num_known_samples": len(samples),
+        "num_vote_records": len(all_rows),
+        "num_retractions": sum(v.kind == "retract" for v in all_rows),
+        "annotators": dict(sorted(Counter(v.annotator for v in live).items())),
+        "sources": dict(sorted(Counter(s.source for s in labelled).items())),
+        "statuses": dict(sorted(Counter(str(labels[s.sample_id].status) for s in labelled).items())),
+        "consent": dict(Counter(consent_names[labels[s.sample_id].consent] for s in uploads)),
+        "agreement": agreement({s.sample_id: votes.get(s.sample_id, []) for s in labelled}),
+        "rules": asdict(store.rules),
+        "license": license,
+        "generated_at": datetime.now(UTC).isoformat(timespec="seconds"),
+    }
+
+
+def _minimal_card(stats: dict[str, Any]) -> DatasetCard:
+    """Fallback card when ``age_model.cards`` is not available: the same numbers, little prose."""
+    data = DatasetCardData(
+        pretty_name="agecheck feedback: age labels from annotators", license="other",
+        license_name=stats.get("license") or DEFAULT_LICENSE, task_categories=["image-classification"],
+        tags=["age-estimation", "faces", "human-feedback", "agecheck"], configs=stats.get("configs"),
+    )
+    agree = stats.get("agreement") or {}
+    lines = [
+        "---", data.to_yaml(), "---", "", "# agecheck feedback", "",
+        "One row per labelled sample: `age` is the mean of the annotators' votes, `age_std` their spread.",
+        "Third-party data set samples are corrections only (`id` = sha256 of the original image file, no image);",
+        "uploads are included only with their subject's consent.", "",
+        f"- samples: {stats.get('num_samples')}, votes: {stats.get('num_votes')}, rows: {stats.get('num_rows')}",
+        f"- annotators: {len(stats.get('annotators') or {})}",
+        f"- agreement: mean |diff| {agree.get('mean_abs_diff')}, share within 5 years {agree.get('within_5')}",
+        f"- statuses: {stats.get('statuses')}", f"- sources: {stats.get('sources')}",
+        f"- consent (uploads): {stats.get('consent')}", f"- license: {stats.get('license')}", "",
+    ]
+    return DatasetCard("\n".join(lines))
+
+
+def render_card(stats: dict[str, Any]) -> DatasetCard:
+    """The team's card renderer (``age_model.cards.render_feedback_card``) if present, else a minimal one."""
+    try:
+        from age_model.cards import render_feedback_card
+    except ImportError:
+        return _minimal_card(stats)
+    return render_feedback_card(stats)
+
+
+def export_feedback(
+    store: FeedbackStore | str, out: str | Path, *, include_dataset_images: bool = False,
+    license: str = DEFAULT_LICENSE, overwrite: bool = False,
+) -> ExportResult:
+    """Write the export folder atomically (built beside ``out``, renamed into place at the end)."""
+    own = isinstance(store, str)
+    store_ = FeedbackStore(store) if isinstance(store, str) else store
+    out = Path(out)
+    try:
+        if out.exists() and (not out.is_dir() or any(out.iterdir())) and not overwrite:
+            raise FileExistsError(f"{out} exists and is not empty; pass overwrite=True (--overwrite) to replace it")
+        out.parent.mkdir(parents=True, exist_ok=True)
+        tmp = out.parent / f".{out.name}.tmp-{uuid.uuid4().hex[:8]}"
+        try:
+            (tmp / "data").mkdir(parents=True)
+            (tmp / "votes").mkdir()
+            table = feedback_dataset(store_, include_dataset_images=include_dataset_images)
+            table.to_parquet(str(tmp / DATA_FILE))
+            votes = _vote_rows(store_, set(table["id"]))
+            _table(votes, VOTE_FEATURES).to_parquet(str(tmp / VOTES_FILE))
+            stats = feedback_stats(store_, license=license)
+            stats.update(num_rows=len(table), configs=CONFIGS, include_dataset_images=include_dataset_images)
+            render_card(stats).save(str(tmp / "README.md"))
+            if out.exists():
+                shutil.rmtree(out)
+            tmp.rename(out)
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+    finally:
+        if own:
+            store_.close()
+    logger.info("exported %d rows to %s", len(table), out)
+    return ExportResult(path=out, num_rows=len(table), stats=stats)
+
+
+def push_export(folder: str | Path, repo_id: str, *, private: bool = False, token: str | None = None) -> str:
+    """Upload an export folder to a Hub dataset repo (created if missing); return the repo URL."""
+    from huggingface_hub import HfApi
+
+    folder = Path(folder)
+    if not (folder / "README.md").is_file() or not (folder / DATA_FILE).is_file():
+        raise FileNotFoundError(f"{folder} is not a feedback export (README.md and {DATA_FILE} expected)")
+    api = HfApi(token=token)
+    url = api.create_repo(repo_id, repo_type="dataset", private=private, exist_ok=True)
+    api.upload_folder(folder_path=str(folder), repo_id=repo_id, repo_type="dataset",
+                      commit_message="Update agecheck feedback export")
+    return str(url)
