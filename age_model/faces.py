@@ -474,12 +474,22 @@ def _settings_from_name(name: str, scale: float, shift: float) -> dict[str, Any]
 
 
 def calibrate_crop(chips: Sequence[Image.Image], seed: int = 0) -> dict[str, Any]:
-    """``AgeSettings`` fields (crop_style, crop_margin or align_scale/align_shift) that best reproduce ``chips``.
+    """``AgeSettings`` fields that make the predictor cut photos the way ``chips`` were cut.
 
     Call it on a sample (a few hundred) of a model's training crops and store the result in the
-    model's settings, so the predictor cuts photos the way those crops were cut.
+    model's settings. The result includes ``faces="detect"``: with the fitted crop the model can
+    serve whole photos. ``crop_style`` plus ``crop_margin`` (box, square) or ``align_scale`` and
+    ``align_shift`` (aligned) say the framing. Chips with no detectable face give ``{}`` and a
+    warning, so the caller keeps its defaults.
     """
-    fit = fit_crop(chips, seed=seed)
+    try:
+        fit = fit_crop(chips, seed=seed)
+    except ValueError as error:
+        logger.warning("Crop calibration skipped: %s", error)
+        return {}
+    if fit.detected < 0.5 * fit.framed:
+        logger.warning("Only %d of %d training crops had a detectable face: the calibrated crop may not fit them.",
+                       fit.detected, fit.framed)
     logger.info("Crop calibration on %d/%d detected chips: %s (IoU %.3f)", fit.detected, fit.framed,
                 fit.settings, max(fit.iou.values()))
     return fit.settings

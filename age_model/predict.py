@@ -1,0 +1,115 @@
+"""Command line: estimate the age of every face in some photos.
+
+    python -m age_model.predict --model models/agecheck-default photo.jpg group.png
+    python -m age_model.predict --json *.jpg > ages.jsonl
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Sequence, TextIO
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+DEFAULT_MODEL = REPO_ROOT / "models" / "agecheck-default"
+EXIT_OK, EXIT_ALL_FAILED, EXIT_USAGE = 0, 1, 2
+
+
+def default_model() -> str:
+    """$AGE_MODEL if set, else the repo's models/agecheck-default."""
+    return os.environ.get("AGE_MODEL") or str(DEFAULT_MODEL)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m age_model.predict",
+        description="Estimate the age of every face in the given photos: face detection (YuNet), the crop "
+                    "the model was trained on, then the age model. Prints a table, or JSON lines with --json.",
+        epilog="Exit status: 0 if at least one photo could be read (a photo without a face counts as read), "
+               "1 if every photo failed, 2 if the model could not be loaded or the options are wrong. "
+               "Ages in the table are clipped to 0-100 for display; --json gives them unclipped.",
+    )
+    parser.add_argument("photos", nargs="+", metavar="PHOTO", help="image files (JPEG, PNG, WebP, GIF, BMP, TIFF)")
+    parser.add_argument("--model", default=None,
+                        help=f"model folder written by train.py or a Hugging Face Hub id "
+                             f"(default: $AGE_MODEL, else {DEFAULT_MODEL.relative_to(REPO_ROOT)})")
+    parser.add_argument("--json", action="store_true", help="print one JSON object per photo and line")
+    parser.add_argument("--tta", action=argparse.BooleanOptionalAction, default=True,
+                        help="average each face with its mirror image (slower, a little more accurate; default on)")
+    parser.add_argument("--threshold", type=float, default=None,
+                        help="face detection score threshold, 0-1 (default 0.7; lower finds more, partly hidden faces)")
+    parser.add_argument("--batch-size", type=int, default=32, help="faces per forward pass (default 32)")
+    parser.add_argument("--device", default=None, help="torch device, e.g. cpu or cuda (default: cuda if available)")
+    return parser
+
+
+def load_predictor(args: argparse.Namespace):  # -> AgePredictor, imported lazily so --help is instant
+    from age_model.faces import DEFAULT_SCORE_THRESHOLD
+    from age_model.predictor import AgePredictor
+
+    model = args.model or default_model()
+    if not Path(model).expanduser().exists() and not _looks_like_hub_id(model, explicit=args.model is not None):
+        raise SystemExit(_no_model_message(model, explicit=args.model is not None))
+    threshold = DEFAULT_SCORE_THRESHOLD if args.threshold is None else args.threshold
+    try:
+        return AgePredictor(model, device=args.device, tta=args.tta, batch_size=args.batch_size,
+                            score_threshold=threshold)
+    except OSError as error:
+        raise SystemExit(f"error: {error}") from error
+
+
+def _looks_like_hub_id(model: str, explicit: bool) -> bool:
+    """``owner/name`` given on purpose; a missing local-looking path is reported as missing instead."""
+    return explicit and model.count("/") == 1 and not model.startswith((".", "/", "~"))
+
+
+def _no_model_message(model: str, explicit: bool) -> str:
+    where = "given with --model" if explicit else "the default ($AGE_MODEL or models/agecheck-default)"
+    return (
+        f"error: no age model at {model} ({where}).\n"
+        "Get one by training: python train.py --help (it writes a model folder), "
+        "or pass --model FOLDER_OR_HUB_ID, or set AGE_MODEL."
+    )
+
+
+def print_table(files: Sequence[str], results: Sequence, out: TextIO) -> None:
+    """A readable table: one row per face, or one row saying why a photo has none."""
+    width = max([len("photo")] + [len(f) for f in files])
+    out.write(f"{'photo':<{width}}  face    age  spread  score  box (x0, y0, x1, y1)\n")
+    for name, result in zip(files, results):
+        if result.error or not result.faces:
+            out.write(f"{name:<{width}}  -     {result.error or result.message}\n")
+            continue
+        for number, face in enumerate(result.faces, 1):
+            shown = min(max(face.age, 0.0), 100.0)
+            box = ", ".join(f"{v:.0f}" for v in face.box)
+            out.write(f"{name:<{width}}  {number:>4}  {shown:5.1f}  ±{face.spread:5.1f}  {face.score:5.2f}  ({box})\n")
+
+
+def print_json(files: Sequence[str], results: Sequence, out: TextIO) -> None:
+    for name, result in zip(files, results):
+        record = {"file": name, **result.to_dict()}
+        record["faces"] = [{**face, "box": [round(v, 1) for v in face["box"]]} for face in record["faces"]]
+        out.write(json.dumps(record) + "\n")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()  # keep stdout/stderr to the results
+    try:
+        predictor = load_predictor(args)
+    except SystemExit as stop:
+        print(stop.code, file=sys.stderr)
+        return EXIT_USAGE
+    results = predictor.predict(list(args.photos))
+    (print_json if args.json else print_table)(args.photos, results, sys.stdout)
+    return EXIT_ALL_FAILED if all(r.error for r in results) else EXIT_OK
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,212 @@
+"""Photos in, an age with its uncertainty per face out: load, detect, crop as trained, batch, estimate.
+
+One :class:`AgePredictor` per process holds the model; ``predict`` batches the faces of all the
+photos it is given into a few forward passes. A photo that cannot be read gets its error in its own
+:class:`PhotoResult` and the others still run.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Iterator, Sequence
+
+import cv2
+import numpy as np
+import torch
+from PIL import Image
+
+from age_model.faces import (
+    DEFAULT_SCORE_THRESHOLD,
+    MIN_FACE_PX,
+    Face,
+    ImageError,
+    ImageSource,
+    crop_face,
+    crop_options,
+    detect_faces,
+    load_image,
+)
+from age_model.modeling import AgeSettings, calibrated_spread, load_age_model, outputs_to_age
+
+# Spread of a checkpoint with no uncertainty of its own (plain regression head, no validation
+# calibration, no TTA): between the 6.5 and 13.3 years MAE measured on raw photos (DESIGN.md).
+UNCALIBRATED_SPREAD = 10.0
+MAD_PER_SIGMA = math.sqrt(2.0 / math.pi)  # mean absolute deviation of a normal distribution per unit sigma
+NO_FACE_MESSAGE = (
+    f"No face found: use a photo where the face is visible, frontal and at least {MIN_FACE_PX} px wide."
+)
+
+
+@dataclass
+class FaceEstimate:
+    """One face: ``box`` (x0, y0, x1, y1) in the photo's upright pixels, clipped to the photo;
+    ``age`` in years (not clipped); ``spread`` the expected absolute error in years; ``score`` the
+    detection score (1.0 when the model takes ready-made crops)."""
+
+    box: tuple[float, float, float, float]
+    age: float
+    spread: float
+    score: float
+
+
+@dataclass
+class PhotoResult:
+    """One input photo. ``error`` is set when the photo could not be used; ``message`` explains an
+    empty ``faces`` (no face found) without it being an error; ``seconds`` is this photo's own
+    decode/detect/crop time plus its share (per face) of the batched model time."""
+
+    faces: list[FaceEstimate] = field(default_factory=list)
+    error: str | None = None
+    message: str | None = None
+    seconds: float = 0.0
+    size: tuple[int, int] | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def combine_spread(age: np.ndarray, head_sigma: np.ndarray | None, tta_gap: np.ndarray | None,
+                   settings: AgeSettings) -> np.ndarray:
+    """Expected absolute error (years) per face from every uncertainty the checkpoint offers.
+
+    The model part is the larger of the head's own spread (sigma converted to a mean absolute
+    deviation) and the validation MAE of the predicted-age band: never claim less than validation
+    showed, but let the head say where it is unsure. Half the disagreement between the image and its
+    mirror image adds to it in quadrature: a face the model reads differently when flipped is one it
+    is unsure about.
+    """
+    age = np.asarray(age, dtype=float)
+    parts = [p for p in (
+        None if head_sigma is None else np.asarray(head_sigma, dtype=float) * MAD_PER_SIGMA,
+        calibrated_spread(age, settings),
+    ) if p is not None]
+    model_part = np.maximum.reduce(parts) if parts else np.full(age.shape, UNCALIBRATED_SPREAD)
+    if tta_gap is not None:
+        model_part = np.sqrt(model_part ** 2 + np.asarray(tta_gap, dtype=float) ** 2)
+    return np.maximum(model_part, 1e-3)
+
+
+def _chunks(items: Sequence[Any], size: int) -> Iterator[Sequence[Any]]:
+    for start in range(0, len(items), size):
+        yield items[start:start + size]
+
+
+class AgePredictor:
+    """A loaded age model plus the face detector, ready to estimate ages on photos or crops."""
+
+    def __init__(self, model: str | Path, device: str | None = None, tta: bool = True, batch_size: int = 32,
+                 score_threshold: float = DEFAULT_SCORE_THRESHOLD) -> None:
+        self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        self.model, self.processor, self.settings = load_age_model(str(model), self.device)
+        if self.device.type == "cpu":  # measured faster for the EfficientNets on CPU (shared/weights/README.txt)
+            self.model = self.model.to(memory_format=torch.channels_last)
+        self.model_name = str(model)
+        self.tta = tta
+        self.batch_size = max(1, int(batch_size))
+        self.score_threshold = score_threshold
+
+    @property
+    def spread_basis(self) -> str:
+        """What the spreads rest on, e.g. ``"head+calibration+flip"``: shown beside them in the UI."""
+        parts = [name for name, present in (
+            ("head", self.settings.head in ("gaussian", "bins")),
+            ("calibration", bool(self.settings.calibration_mae)),
+            ("flip", self.tta),
+        ) if present]
+        return "+".join(parts) if parts else "uncalibrated"
+
+    # ------------------------------------------------------------------ crops
+
+    def preprocess(self, crops: Sequence[Image.Image]) -> torch.Tensor:
+        """Crops to the model's input tensor with the checkpoint's own image processor."""
+        pixels = self.processor(images=[c.convert("RGB") for c in crops], return_tensors="pt")["pixel_values"]
+        pixels = pixels.to(self.device)
+        if self.device.type == "cpu":
+            pixels = pixels.contiguous(memory_format=torch.channels_last)
+        return pixels
+
+    def estimate(self, pixels: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
+        """One forward pass (two images per face with flip TTA) -> (ages, spreads) in years."""
+        count = pixels.shape[0]
+        batch = torch.cat([pixels, pixels.flip(-1)]) if self.tta else pixels
+        with torch.inference_mode():
+            logits = self.model(pixel_values=batch).logits.float().cpu()
+        ages, sigma = outputs_to_age(logits, self.settings)
+        tta_gap = None
+        if self.tta:
+            tta_gap = np.abs(ages[:count] - ages[count:]) / 2
+            ages = (ages[:count] + ages[count:]) / 2
+            sigma = None if sigma is None else (sigma[:count] + sigma[count:]) / 2
+        return ages.astype(float), combine_spread(ages, sigma, tta_gap, self.settings)
+
+    def predict_crops(self, crops: Sequence[Image.Image]) -> tuple[np.ndarray, np.ndarray]:
+        """Ages and spreads for ready-made face crops (no detection), in batches of ``batch_size``."""
+        ages, spreads = [], []
+        for chunk in _chunks(list(crops), self.batch_size):
+            a, s = self.estimate(self.preprocess(chunk))
+            ages.append(a)
+            spreads.append(s)
+        if not ages:
+            return np.zeros(0), np.zeros(0)
+        return np.concatenate(ages), np.concatenate(spreads)
+
+    # ------------------------------------------------------------------ photos
+
+    def find_faces(self, photo: Image.Image) -> tuple[list[Face], list[Image.Image]]:
+        """The faces of an upright RGB photo and their crops, framed as the model was trained."""
+        if self.settings.faces == "cropped":
+            width, height = photo.size
+            return [Face(box=(0.0, 0.0, float(width), float(height)), score=1.0, landmarks=())], [photo]
+        faces = detect_faces(photo, self.score_threshold)
+        options = crop_options(self.settings)
+        return faces, [crop_face(photo, face, **options) for face in faces]
+
+    def predict(self, images: ImageSource | Sequence[ImageSource]) -> list[PhotoResult]:
+        """One :class:`PhotoResult` per input (a single input is treated as a list of one).
+
+        Faces of all photos go through the model together. Unreadable photos carry ``error``;
+        photos without a face carry an empty ``faces`` and a ``message``.
+        """
+        if isinstance(images, (str, Path, bytes, bytearray, Image.Image, np.ndarray)):
+            images = [images]
+        results: list[PhotoResult] = []
+        pending: list[tuple[int, Face, Image.Image]] = []
+        for index, source in enumerate(images):
+            result, found = self._prepare(source)
+            results.append(result)
+            pending.extend((index, face, crop) for face, crop in found)
+        self._estimate_pending(results, pending)
+        return results
+
+    def _prepare(self, source: ImageSource) -> tuple[PhotoResult, list[tuple[Face, Image.Image]]]:
+        start = time.perf_counter()
+        try:
+            photo = load_image(source)
+            faces, crops = self.find_faces(photo)
+        except (ImageError, cv2.error) as error:
+            return PhotoResult(error=str(error), seconds=time.perf_counter() - start), []
+        result = PhotoResult(size=photo.size, message=None if faces else NO_FACE_MESSAGE,
+                             seconds=time.perf_counter() - start)
+        return result, list(zip(faces, crops))
+
+    def _estimate_pending(self, results: list[PhotoResult], pending: list[tuple[int, Face, Image.Image]]) -> None:
+        for chunk in _chunks(pending, self.batch_size):
+            start = time.perf_counter()
+            ages, spreads = self.estimate(self.preprocess([crop for _, _, crop in chunk]))
+            share = (time.perf_counter() - start) / len(chunk)
+            for (index, face, _), age, spread in zip(chunk, ages, spreads):
+                result = results[index]
+                result.faces.append(FaceEstimate(box=_clip_box(face.box, result.size), age=float(age),
+                                                 spread=float(spread), score=float(face.score)))
+                result.seconds += share
+
+
+def _clip_box(box: Sequence[float], size: tuple[int, int] | None) -> tuple[float, float, float, float]:
+    x0, y0, x1, y1 = (float(v) for v in box)
+    if size is None:
+        return (x0, y0, x1, y1)
+    width, height = size
+    return (min(max(x0, 0.0), width), min(max(y0, 0.0), height), min(max(x1, 0.0), width), min(max(y1, 0.0), height))
