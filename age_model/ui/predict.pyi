@@ -1,0 +1,167 @@
+"""The Predict tab: a photo in, every face boxed with `age ± spread` and a Challenge-25 verdict out."""
+
+import logging
+from pathlib import Path
+from typing import Any
+
+import gradio as gr
+from PIL import Image, ImageDraw, ImageFont
+
+from age_model.faces import ImageError, crop_face, crop_options, load_image
+from age_model.ui.state import AppState
+
+logger = logging.getLogger(__name__)
+
+TABLE_HEADERS = ["face", "age", "±", "verdict", "detection score"]
+ASK_FOR_ID = "ask for ID"
+NO_ID_NEEDED = "no ID needed"
+CONSENT_TEXT = (
+    "I am the person in this photo, or I have their permission, and I agree that the face crop and the age "
+    "I give may be stored to improve the model."
+)
+
+
+def verdict(age: float, spread: float, threshold: float) -> str:
+    """Ask for ID when the estimate, or its plausible range, reaches below the threshold."""
+    return ASK_FOR_ID if age - spread < threshold else NO_ID_NEEDED
+
+from gradio.events import Dependency
+
+class SafeImage(gr.Image):
+    """gr.Image whose decoding errors become a readable message (the built-in one leaks a temp path)."""
+
+    def preprocess(self, payload: Any) -> Any:
+        try:
+            return super().preprocess(payload)
+        except Exception as error:  # Pillow raises many kinds for broken files
+            raise gr.Error(f"This file could not be opened as an image ({type(error).__name__}). Upload a JPEG, PNG or WebP photo.") from None
+    from typing import Callable, Literal, Sequence, Any, TYPE_CHECKING
+    from gradio.blocks import Block
+    if TYPE_CHECKING:
+        from gradio.components import Timer
+        from gradio.components.base import Component
+
+
+def draw_faces(photo: Image.Image, faces: list[Any], threshold: float) -> Image.Image:
+    """The photo with a box and `34 ± 4` over every face; red where ID should be asked for."""
+    image = photo.copy()
+    draw = ImageDraw.Draw(image)
+    width = max(2, round(max(image.size) / 300))
+    font = ImageFont.load_default(size=max(14, round(max(image.size) / 30)))
+    for number, face in enumerate(faces, start=1):
+        color = (220, 40, 40) if verdict(face.age, face.spread, threshold) == ASK_FOR_ID else (30, 160, 70)
+        x0, y0, x1, y1 = face.box
+        draw.rectangle((x0, y0, x1, y1), outline=color, width=width)
+        label = f"{number}: {face.age:.0f} ± {face.spread:.0f}"
+        text_box = draw.textbbox((x0, y0), label, font=font)
+        text_height = text_box[3] - text_box[1] + 2 * width
+        top = y0 - text_height if y0 - text_height >= 0 else y1
+        draw.rectangle((x0, top, x0 + text_box[2] - text_box[0] + 2 * width, top + text_height), fill=color)
+        draw.text((x0 + width, top + width // 2), label, fill="white", font=font)
+    return image
+
+
+def predict_photo(state: AppState, photo_path: str | None, threshold: float) -> tuple[Image.Image | None, str, list[list[Any]], dict]:
+    """The work behind the Estimate button and the `/predict` API endpoint."""
+    predictor = state.require_predictor()
+    if not photo_path:
+        raise gr.Error("No photo yet: upload one, paste one, or take one with the webcam.")
+    try:
+        photo = load_image(photo_path)
+    except ImageError as error:
+        raise gr.Error(str(error)) from None
+    result = predictor.predict([photo])[0]
+    if result.error:
+        raise gr.Error(result.error)
+    rows = [[i, round(f.age, 1), round(f.spread, 1), verdict(f.age, f.spread, threshold), round(f.score, 2)]
+            for i, f in enumerate(result.faces, start=1)]
+    summary = _summary(result, threshold)
+    payload = {"faces": [{"face": i, "box": [round(v, 1) for v in f.box], "age": round(f.age, 2), "spread": round(f.spread, 2),
+                          "score": round(f.score, 3), "verdict": verdict(f.age, f.spread, threshold)}
+                         for i, f in enumerate(result.faces, start=1)],
+               "threshold": threshold, "seconds": round(result.seconds, 3), "message": result.message}
+    return draw_faces(photo, result.faces, threshold), summary, rows, payload
+
+
+def _summary(result: Any, threshold: float) -> str:
+    if not result.faces:
+        return f"**{result.message}**"
+    asks = sum(verdict(f.age, f.spread, threshold) == ASK_FOR_ID for f in result.faces)
+    faces = "1 face" if len(result.faces) == 1 else f"{len(result.faces)} faces"
+    head = f"### {ASK_FOR_ID.capitalize()}" if asks else f"### {NO_ID_NEEDED.capitalize()}"
+    detail = f"{faces}; {asks} under the Challenge-{threshold:g} line or too close to call." if asks else f"{faces}; every estimate is clearly {threshold:g} or over."
+    return f"{head}\n{detail} Took {result.seconds * 1000:.0f} ms."
+
+
+def report_age(state: AppState, photo_path: str | None, face_number: float | None, real_age: float | None,
+               consent: bool, note: str, source: str | None, request: gr.Request | None = None) -> str:
+    """"This is wrong, the real age is N": the face crop and the age go into the feedback store."""
+    predictor = state.require_predictor()
+    store = state.require_store()
+    if not photo_path:
+        raise gr.Error("Estimate a photo first, then say which face is wrong.")
+    if real_age is None:
+        raise gr.Error("Enter the real age in years.")
+    if not consent:
+        raise gr.Error("Tick the consent box: without it nothing is stored.")
+    try:
+        photo = load_image(photo_path)
+    except ImageError as error:
+        raise gr.Error(str(error)) from None
+    faces, crops = predictor.find_faces(photo)
+    number = int(face_number or 1)
+    if not 1 <= number <= len(faces):
+        raise gr.Error(f"There is no face {number} in this photo: it has {len(faces)}.")
+    ages, _ = predictor.predict_crops([crops[number - 1]])
+    user = getattr(request, "username", None) or "stakeholder"
+    try:
+        vote = store.add_upload(
+            crops[number - 1], real_age, user, consent=True, source=source or "upload", model_age=float(ages[0]),
+            model_version=state.model_version, note=(note or None), original_name=Path(photo_path).name,
+        )
+    except ValueError as error:  # the store's validation errors say what was wrong
+        raise gr.Error(str(error)) from None
+    logger.info("correction stored for sample %s by %s", vote.sample_id[:12], user)
+    return f"Thank you: stored as sample `{vote.sample_id[:12]}` (real age {float(real_age):g}, the model said {ages[0]:.0f})."
+
+
+def build_predict_tab(state: AppState, examples: list[str]) -> None:
+    """Lay out the Predict tab inside the current Blocks context and wire its events."""
+    gr.Markdown(state.model_banner(), elem_id="model_banner")
+    source = gr.State("upload")
+    with gr.Row():
+        with gr.Column(scale=1):
+            photo = SafeImage(
+                sources=["upload", "webcam", "clipboard"], type="filepath", label="Photo", elem_id="photo",
+                webcam_options=gr.WebcamOptions(mirror=False), height=360,
+            )
+            threshold = gr.Slider(16, 30, value=state.threshold, step=1, label="ID threshold (Challenge 25: ask anyone who looks under 25)", elem_id="threshold")
+            estimate = gr.Button("Estimate age", variant="primary", elem_id="estimate")
+            if examples:
+                gr.Examples(examples=examples, inputs=photo, label="Example photos")
+        with gr.Column(scale=1):
+            annotated = gr.Image(label="Faces", elem_id="annotated", interactive=False, height=360, format="jpeg")
+            summary = gr.Markdown(elem_id="verdict")
+            table = gr.Dataframe(headers=TABLE_HEADERS, datatype=["number", "number", "number", "str", "number"],
+                                 label="Faces", interactive=False, elem_id="faces_table")
+            with gr.Accordion("Result as JSON (what the API returns)", open=False):
+                raw = gr.JSON(elem_id="raw_json")
+    with gr.Accordion("Is an estimate wrong? Tell us the real age", open=False, elem_id="correction_panel"):
+        with gr.Row():
+            face_number = gr.Number(value=1, precision=0, minimum=1, label="Face number", elem_id="face_number")
+            real_age = gr.Number(label="Real age (years)", minimum=0, maximum=120, elem_id="real_age")
+            note = gr.Textbox(label="Note (optional)", elem_id="note")
+        consent = gr.Checkbox(label=CONSENT_TEXT, elem_id="consent")
+        send = gr.Button("Send correction", elem_id="send_correction")
+        thanks = gr.Markdown(elem_id="correction_status")
+
+    def on_predict(photo_path: str | None, threshold_value: float):
+        return predict_photo(state, photo_path, threshold_value)
+
+    def on_report(photo_path: str | None, number: float | None, age: float | None, agreed: bool, text: str,
+                  photo_source: str | None, request: gr.Request):
+        return report_age(state, photo_path, number, age, agreed, text, photo_source, request)
+
+    photo.upload(lambda: "upload", outputs=source, api_visibility="private")
+    estimate.click(on_predict, inputs=[photo, threshold], outputs=[annotated, summary, table, raw], api_name="predict")
+    send.click(on_report, inputs=[photo, face_number, real_age, consent, note, source], outputs=thanks, api_name="report_age")
