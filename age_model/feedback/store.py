@@ -338,7 +338,9 @@ class FeedbackStore:
         """A stakeholder's photo with its age: image stored once, sample and vote in one commit.
 
         The photo is re-encoded without metadata unless ``strip=False``. ``consent`` must be
-        stated (True/False/None) because only consented uploads are ever exported.
+        stated (True/False/None) because only consented uploads are ever exported. The label a
+        first vote replaces is the model's estimate the uploader saw (``model_age``), so a
+        correction across 18 or 25 waits for a second opinion like any other.
         """
         fields = dict(
             age=check_age(age), annotator=check_annotator(annotator), source=check_text(source, "source", required=True),
@@ -355,7 +357,9 @@ class FeedbackStore:
 
         def tx(conn: Connection) -> Vote:
             self._ensure_sample(conn, sample_id, fields["source"], name, None, rel)
-            return self._insert_vote(conn, sample_id=sample_id, **fields)
+            first = conn.execute(select(schema.votes.c.id).where(schema.votes.c.sample_id == sample_id).limit(1)).first() is None
+            previous = fields["model_age"] if first else None  # None: the current aggregate
+            return self._append_vote(conn, {"sample_id": sample_id, "previous_label": previous, **fields})
 
         return run_tx(self.engine, tx, retry_integrity=True)
 

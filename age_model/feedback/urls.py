@@ -64,7 +64,7 @@ def parse_store_url(url: str, images_dir: str | os.PathLike[str] | None = None) 
         if folder is None:
             folder = Path(parsed.database).parent / "images"
     elif backend == "postgresql":
-        if parsed.get_driver_name() in ("", "psycopg2"):
+        if "+" not in parsed.drivername:  # name the installed driver, whatever SQLAlchemy's default
             parsed = parsed.set(drivername="postgresql+psycopg")
         if folder is None:
             raise StoreURLError(

@@ -1,0 +1,125 @@
+"""Review queue: order by |model - label| / spread, claims, skipping settled items, progress, agreement."""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import multiprocessing.pool
+from types import SimpleNamespace
+
+import datasets
+import pytest
+
+from age_model.feedback import FeedbackStore, Status
+from age_model.review import ReviewQueue
+from tests.feedback_fixtures import *  # noqa: F403  (pg, spawn_pool, store_url, store)
+from tests.feedback_support import make_image, next_worker
+
+LABELS = [20.0, 30.0, 40.0, 50.0, 60.0, 70.0]
+MODEL = [22.0, 45.0, 40.0, 20.0, 61.0, 70.0]
+SPREAD = [2.0, 5.0, 1.0, 6.0, 1.0, None]  # scores 1, 3, 0, 5, 1, 0 (None: default spread 5)
+ORDER = [3, 1, 0, 4, 2, 5]
+
+
+def small_dataset(with_id: bool = True) -> datasets.Dataset:
+    images = [make_image(100 + i) for i in range(len(LABELS))]
+    columns = {"image": [{"bytes": b, "path": f"{i}.jpg"} for i, b in enumerate(images)], "age": LABELS,
+               "file": [f"{i}.jpg" for i in range(len(LABELS))]}
+    features = {"image": datasets.Image(), "age": datasets.Value("float32"), "file": datasets.Value("string")}
+    if with_id:
+        columns["id"] = [hashlib.sha256(b).hexdigest() for b in images]
+        features["id"] = datasets.Value("string")
+    return datasets.Dataset.from_dict(columns, features=datasets.Features(features))
+
+
+def test_dataset_queue_order_claims_and_progress(store: FeedbackStore) -> None:
+    ds = small_dataset()
+    queue = ReviewQueue.for_dataset(store, ds, predictions=(MODEL, SPREAD), source="utkface", model_version="m1")
+    assert [i.index for i in queue.items()] == ORDER
+    assert [i.score for i in queue.items()][:2] == [5.0, 3.0]
+    ann = queue.next("ann")
+    assert ann.index == 3 and ann.claimed_until is not None and ann.sample_id == ds[3]["id"]
+    bob = queue.next("bob")
+    assert bob.index == 1  # 3 is ann's for now
+    assert queue.next("ann").index == 3  # a reload gives ann the same item back
+    assert queue.image(ann).size == (32, 32)
+
+    vote = queue.submit(ann, 50, "ann")  # confirms the label: settled, leaves the queue
+    assert vote.model_age == 20.0 and vote.model_version == "m1" and vote.previous_label == 50.0
+    assert store.sample(ann.sample_id).original_name == "3.jpg" and store.label(ann.sample_id).status == Status.SETTLED
+    assert 3 not in [i.index for i in queue.items()]
+    assert queue.next("ann").index == 0  # 1 is still bob's
+
+    queue.submit(bob, 22, "bob")  # 30 -> 22 crosses 25: waits for a second opinion
+    assert store.label(bob.sample_id).status == Status.PENDING_SECOND_OPINION
+    assert queue.items("carol")[0].index == 1  # contested items first
+    assert 1 not in [i.index for i in queue.items("bob")]  # bob cannot second himself
+    queue.skip(queue.next("ann"), "ann")
+    carol = queue.next("carol")
+    assert carol.index == 1 and carol.status == Status.PENDING_SECOND_OPINION and carol.label == 22.0
+    queue.submit(carol, 24, "carol")
+    assert store.label(bob.sample_id).status == Status.SETTLED
+
+    progress = queue.progress()
+    assert (progress.total, progress.done, progress.left) == (6, 2, 4)
+    assert progress.per_annotator == {"ann": 1, "bob": 1, "carol": 1}
+    assert progress.by_status == {"settled": 2, "unreviewed": 4}
+    agree = queue.agreement()
+    assert agree["pairs"] == 1 and agree["mean_abs_diff"] == 2.0 and agree["within_5"] == 1.0
+    assert agree["per_annotator"]["bob"]["within_5"] == 1.0 and agree["per_annotator"]["ann"]["pairs"] == 0
+    with pytest.raises(ValueError, match="not in this review queue"):
+        queue.submit("0" * 64, 30, "ann")
+
+
+def test_predictions_callable_or_arrays_give_the_same_queue(tmp_path) -> None:
+    calls = []
+
+    def predict(images):
+        calls.append(len(images))
+        ages = [sum(im.convert("RGB").getpixel((0, 0))) / 10 for im in images]
+        return ages, [3.0] * len(images)
+
+    with FeedbackStore(f"sqlite:///{tmp_path}/s/feedback.db") as store:
+        ds = small_dataset(with_id=False)
+        by_call = ReviewQueue.for_dataset(store, ds, predictions=predict, source="utkface", batch_size=4)
+        assert calls == [4, 2]
+        ages, spreads = predict(list(ds["image"]))
+        by_array = ReviewQueue.for_dataset(store, small_dataset(), predictions={"age": ages, "spread": spreads}, source="utkface")
+        estimates = [SimpleNamespace(age=a, spread=s) for a, s in zip(ages, spreads)]
+        by_objects = ReviewQueue.for_dataset(store, small_dataset(), predictions=estimates, source="utkface")
+        orders = [[(i.sample_id, i.model_age) for i in q.items()] for q in (by_call, by_array, by_objects)]
+        assert orders[0] == orders[1] == orders[2]
+        none = ReviewQueue.for_dataset(store, ds, source="utkface")
+        assert [i.index for i in none.items()] == list(range(len(LABELS))) and none.items()[0].score is None
+        with pytest.raises(ValueError, match="predictions"):
+            ReviewQueue.for_dataset(store, ds, predictions=[1.0, 2.0, 3.0], source="utkface")
+        with pytest.raises(ValueError, match="source"):
+            ReviewQueue.for_dataset(store, ds)
+
+
+def test_submissions_queue_uses_recorded_estimates(store: FeedbackStore) -> None:
+    far = store.add_upload(make_image(200), 12, "shop1", consent=True, model_age=30)  # crosses 18 and 25
+    near = store.add_upload(make_image(201), 19, "shop2", consent=False, model_age=16)  # crosses 18
+    fine = store.add_upload(make_image(202), 41, "shop1", consent=True, model_age=40)  # settled by one vote
+    assert store.label(fine.sample_id).status == Status.SETTLED and near.previous_label == 16.0
+    queue = ReviewQueue.for_submissions(store)
+    items = queue.items("reviewer")
+    assert [i.sample_id for i in items] == [far.sample_id, near.sample_id]
+    assert math.isclose(items[0].score, 18 / 5) and items[0].status == Status.PENDING_SECOND_OPINION
+    assert queue.image(items[0]).format == "JPEG"
+    assert [i.sample_id for i in queue.items("shop1")] == [near.sample_id]
+    late = store.add_upload(make_image(203), 30, "shop3", consent=True, model_age=15)
+    assert late.sample_id in [i.sample_id for i in queue.items()]  # re-read on every call
+    given = ReviewQueue.for_submissions(store, predictions={near.sample_id: (60.0, 2.0)})
+    assert given.items()[0].sample_id == near.sample_id and given.items()[0].score == (60 - 19) / 2
+
+
+def test_annotators_in_separate_processes_never_share_an_item(
+    store_url: str, spawn_pool: multiprocessing.pool.Pool,
+) -> None:
+    with FeedbackStore(store_url) as store:
+        for i in range(4):
+            store.add_upload(make_image(300 + i), 30, "shop", consent=True, model_age=10)  # all pending
+        got = spawn_pool.starmap(next_worker, [(store_url, f"r{w}") for w in range(4)])
+        assert None not in got and len(set(got)) == 4
+        assert next_worker(store_url, "r9") is None  # everything is claimed
