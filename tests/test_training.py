@@ -90,3 +90,13 @@ def test_help_explains_the_options(capsys):
     text = capsys.readouterr().out
     for option in ("--data", "--base_model", "--head", "--image_size", "--freeze_backbone_epochs", "--feedback", "--push_to_hub"):
         assert option in text
+
+
+def test_photos_are_detected_and_cropped_like_serving(tmp_path, fixture_dir, tiny_base):
+    out = tmp_path / "run"
+    assert _train(fixture_dir, tiny_base, out, "--faces", "detect", "--max-steps", "2", "--crop-margin", "0.3") == 0
+    summary = json.loads((out / "data_summary.json").read_text())
+    assert summary["faces"] == "detect"
+    assert summary["photos_without_face"] <= 2  # YuNet finds 16/16 fixture faces at its default threshold
+    _, _, settings = load_age_model(str(out))
+    assert settings.faces == "detect" and settings.crop_margin == pytest.approx(0.3)
