@@ -201,7 +201,8 @@ def fit_calibration(predicted: np.ndarray, true: np.ndarray, band_width: float =
 def load_age_model(path_or_repo_id: str, device: str | torch.device = "cpu") -> tuple[PreTrainedModel, Any, AgeSettings]:
     """Load a fine-tuned age model, its image processor and its settings (local folder or Hub id)."""
     try:
-        model = AutoModelForImageClassification.from_pretrained(path_or_repo_id)
+        # fp32 always: the shipped checkpoint is stored in fp16 to stay small, and CPUs run fp32 fastest
+        model = AutoModelForImageClassification.from_pretrained(path_or_repo_id, dtype=torch.float32)
         processor = AutoImageProcessor.from_pretrained(path_or_repo_id)
     except (OSError, ValueError) as error:
         raise OSError(
