@@ -91,8 +91,11 @@ def load_image(source: ImageSource) -> Image.Image:
             "a PIL image or a numpy array."
         )
     _check_size(image.size)
-    rgb = _to_rgb(_exif_transposed(image))
-    return Image.frombytes("RGB", rgb.size, rgb.tobytes())  # fresh: no EXIF, ICC, text chunks or GPS
+    try:
+        rgb = _to_rgb(_exif_transposed(image))
+        return Image.frombytes("RGB", rgb.size, rgb.tobytes())  # fresh: no EXIF, ICC, text chunks or GPS
+    except (OSError, SyntaxError, EOFError) as error:  # a lazily opened PIL image decodes only here
+        raise ImageError(f"The image is truncated or corrupt ({error}): upload the complete file again.") from error
 
 
 def _open_path(path: Path) -> Image.Image:

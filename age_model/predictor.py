@@ -167,8 +167,9 @@ class AgePredictor:
     def predict(self, images: ImageSource | Sequence[ImageSource]) -> list[PhotoResult]:
         """One :class:`PhotoResult` per input (a single input is treated as a list of one).
 
-        Faces of all photos go through the model together. Unreadable photos carry ``error``;
-        photos without a face carry an empty ``faces`` and a ``message``.
+        Faces of all photos go through the model together, ``batch_size`` at a time, so memory
+        stays bounded however many photos come in. Unreadable photos carry ``error``; photos without
+        a face carry an empty ``faces`` and a ``message``.
         """
         if isinstance(images, (str, Path, bytes, bytearray, Image.Image, np.ndarray)):
             images = [images]
@@ -178,6 +179,9 @@ class AgePredictor:
             result, found = self._prepare(source)
             results.append(result)
             pending.extend((index, face, crop) for face, crop in found)
+            while len(pending) >= self.batch_size:
+                self._estimate_pending(results, pending[:self.batch_size])
+                pending = pending[self.batch_size:]
         self._estimate_pending(results, pending)
         return results
 

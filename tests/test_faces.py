@@ -205,6 +205,12 @@ def test_truncated_jpeg_refused(tmp_path: Path) -> None:
     assert_refused(path, "truncated", "again")
 
 
+def test_lazily_opened_truncated_pil_image_refused() -> None:
+    data = encoded(noise(200, 200), "JPEG", quality=90)
+    lazy = Image.open(io.BytesIO(data[: len(data) // 2]))  # only the header is read so far
+    assert_refused(lazy, "truncated")
+
+
 def test_empty_file_refused(tmp_path: Path) -> None:
     path = tmp_path / "empty.jpg"
     path.write_bytes(b"")

@@ -62,6 +62,13 @@ def test_batched_equals_one_by_one(predictor: AgePredictor, photos: list[Path]) 
         assert [f.age for f in a.faces] == pytest.approx([f.age for f in b.faces], abs=1e-3)
 
 
+def test_small_batches_give_the_same_results(tiny_model_dir: Path, predictor: AgePredictor, photos: list[Path]) -> None:
+    small = AgePredictor(tiny_model_dir, batch_size=1).predict(photos)
+    for a, b in zip(small, predictor.predict(photos)):
+        assert len(a.faces) == len(b.faces)
+        assert [f.age for f in a.faces] == pytest.approx([f.age for f in b.faces], abs=1e-3)
+
+
 def test_a_bad_file_keeps_the_others(predictor: AgePredictor, photos: list[Path], tmp_path: Path) -> None:
     broken = tmp_path / "broken.jpg"
     broken.write_bytes(b"not a jpeg at all")

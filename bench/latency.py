@@ -1,0 +1,155 @@
+"""Latency of one photo end to end, stage by stage, and throughput at batch 32, on this machine.
+
+    python bench/latency.py --model models/agecheck-default [--runs 30] [--no-tta] [--photo P ...]
+
+Prints markdown tables and the machine they were measured on. Writes nothing, asserts nothing.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import statistics
+import sys
+import time
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO_ROOT))
+
+from age_model.faces import crop_face, crop_options, detect_faces, load_image  # noqa: E402
+from age_model.predict import default_model  # noqa: E402
+
+SHARED = Path(os.environ.get("AGECHECK_SHARED", REPO_ROOT.parent / "shared"))
+STAGES = ("decode", "detect", "crop", "preprocess", "model")
+
+
+def parse_args() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", default=None, help="model folder or Hub id (default: $AGE_MODEL, else models/agecheck-default)")
+    parser.add_argument("--photo", nargs="*", type=Path, default=None,
+                        help="photos to time (default: the 8 uncropped FG-NET photos of the shared fixture)")
+    parser.add_argument("--runs", type=int, default=30, help="timed runs per measurement (default 30)")
+    parser.add_argument("--warmup", type=int, default=3, help="untimed runs first (default 3)")
+    parser.add_argument("--batch", type=int, default=32, help="batch for the throughput figures (default 32)")
+    parser.add_argument("--tta", action=argparse.BooleanOptionalAction, default=True, help="flip TTA (default on)")
+    parser.add_argument("--threads", type=int, default=None, help="torch and OpenCV threads (default: library defaults)")
+    return parser.parse_args()
+
+
+def percentiles(samples: list[float]) -> tuple[float, float]:
+    """p50 and p95 in milliseconds."""
+    values = np.asarray(samples) * 1000
+    return float(np.percentile(values, 50)), float(np.percentile(values, 95))
+
+
+def timed(function: Callable[[], object]) -> tuple[float, object]:
+    start = time.perf_counter()
+    value = function()
+    return time.perf_counter() - start, value
+
+
+def one_photo(predictor, data: bytes) -> dict[str, float]:
+    """Each stage of one photo, in seconds, the way AgePredictor.predict runs them."""
+    times: dict[str, float] = {}
+    times["decode"], photo = timed(lambda: load_image(data))
+    times["detect"], faces = timed(lambda: detect_faces(photo, predictor.score_threshold))
+    options = crop_options(predictor.settings)
+    times["crop"], crops = timed(lambda: [crop_face(photo, f, **options) for f in faces] or [photo])
+    times["preprocess"], pixels = timed(lambda: predictor.preprocess(crops))
+    times["model"], _ = timed(lambda: predictor.estimate(pixels))
+    return times
+
+
+def stage_table(predictor, photos: list[bytes], runs: int, warmup: int) -> str:
+    for i in range(warmup):
+        one_photo(predictor, photos[i % len(photos)])
+    samples: dict[str, list[float]] = {name: [] for name in (*STAGES, "total")}
+    whole: list[float] = []
+    for i in range(runs):
+        times = one_photo(predictor, photos[i % len(photos)])
+        for name, value in times.items():
+            samples[name].append(value)
+        samples["total"].append(sum(times.values()))
+        whole.append(timed(lambda: predictor.predict([photos[i % len(photos)]]))[0])
+    rows = ["| stage (one photo, one face) | p50 ms | p95 ms |", "|---|---:|---:|"]
+    for name in (*STAGES, "total"):
+        p50, p95 = percentiles(samples[name])
+        rows.append(f"| {name} | {p50:.1f} | {p95:.1f} |")
+    p50, p95 = percentiles(whole)
+    rows.append(f"| `AgePredictor.predict([photo])` as called | {p50:.1f} | {p95:.1f} |")
+    return "\n".join(rows)
+
+
+def throughput_table(predictor, photos: list[bytes], batch: int, runs: int) -> str:
+    crops_per_photo = []
+    for data in photos:
+        photo = load_image(data)
+        faces = detect_faces(photo, predictor.score_threshold)
+        crops_per_photo.append(crop_face(photo, faces[0], **crop_options(predictor.settings)) if faces else photo)
+    crops = [crops_per_photo[i % len(crops_per_photo)] for i in range(batch)]
+    batch_photos = [photos[i % len(photos)] for i in range(batch)]
+    predictor.predict_crops(crops)  # warm-up at this batch size
+    crop_times = [timed(lambda: predictor.predict_crops(crops))[0] for _ in range(max(3, runs // 10))]
+    photo_times = [timed(lambda: predictor.predict(batch_photos))[0] for _ in range(max(3, runs // 10))]
+    rows = [f"| batch of {batch} | median s | images/s |", "|---|---:|---:|"]
+    for name, times in (("face crops: preprocess + model", crop_times), ("photos: decode + detect + crop + model", photo_times)):
+        median = statistics.median(times)
+        rows.append(f"| {name} | {median:.2f} | {batch / median:.1f} |")
+    return "\n".join(rows)
+
+
+def machine_info(predictor) -> str:
+    import cv2
+    import torch
+    import transformers
+
+    cpu = platform.processor() or platform.machine()
+    try:
+        cpu = next(line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
+                   if line.startswith("model name"))
+    except (OSError, StopIteration):
+        pass
+    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
+    return (f"CPU: {cpu}, {os.cpu_count()} cores, torch threads {torch.get_num_threads()}, OpenCV threads "
+            f"{cv2.getNumThreads()}, load average at start {load:.2f}\n"
+            f"Python {platform.python_version()}, torch {torch.__version__}, transformers {transformers.__version__}, "
+            f"OpenCV {cv2.__version__}; device {predictor.device}\n"
+            f"model {predictor.model_name}: {type(predictor.model).__name__}, "
+            f"{sum(p.numel() for p in predictor.model.parameters()) / 1e6:.2f} M parameters, "
+            f"{predictor.settings.image_size} px input, head {predictor.settings.head}, crop {predictor.settings.crop_style}, "
+            f"flip TTA {'on' if predictor.tta else 'off'}")
+
+
+def main() -> None:
+    args = parse_args()
+    if args.threads:
+        import cv2
+        import torch
+
+        torch.set_num_threads(args.threads)
+        cv2.setNumThreads(args.threads)
+    from age_model.predictor import AgePredictor
+
+    model = args.model or default_model()
+    if not Path(model).exists() and model.count("/") != 1:
+        sys.exit(f"No model at {model}: train one (python train.py --help) or pass --model.")
+    paths = args.photo or sorted((SHARED / "data" / "fixture" / "images").glob("fgnet_*"))
+    if not paths:
+        sys.exit("No photos: pass --photo, or put the shared data beside the repo (or set AGECHECK_SHARED).")
+    photos = [Path(p).read_bytes() for p in paths]
+    predictor = AgePredictor(model, tta=args.tta)
+    print(f"### Latency, {len(paths)} photo(s) in turn, {args.runs} runs after {args.warmup} warm-ups\n")
+    print(stage_table(predictor, photos, args.runs, args.warmup))
+    print()
+    print(throughput_table(predictor, photos, args.batch, args.runs))
+    print()
+    print(machine_info(predictor))
+
+
+if __name__ == "__main__":
+    main()
