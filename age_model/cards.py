@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import functools
 import json
 import math
 import os
@@ -39,11 +40,6 @@ SHARED_DIR = Path(os.environ.get("AGECHECK_SHARED", REPO_ROOT.parent / "shared")
 
 SPLIT_ALIASES = {"train": "train", "valid": "validation", "val": "validation", "validation": "validation", "test": "test"}
 SPLIT_ORDER = ("train", "validation", "test")
-# The bands the metric module reports MAE for; the Challenge-25 question lives at their 18 and 25 edges.
-AGE_BANDS: tuple[tuple[str, float, float], ...] = (
-    ("under 13", 0, 13), ("13-17", 13, 18), ("18-24", 18, 25), ("25-34", 25, 35),
-    ("35-44", 35, 45), ("45-54", 45, 55), ("55-64", 55, 65), ("65+", 65, math.inf),
-)
 # Hub licence ids we may write as-is; anything else becomes `license: other` plus a license_name.
 HUB_LICENSES = {"apache-2.0", "mit", "cc0-1.0", "cc-by-4.0", "cc-by-sa-4.0", "cc-by-nc-4.0", "cc-by-nc-sa-4.0", "cc-by-nc-nd-4.0", "openrail", "unknown"}
 HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
@@ -78,8 +74,24 @@ def split_name(raw: str | None) -> str:
     return SPLIT_ALIASES.get((raw or "").strip().lower(), (raw or "all").strip().lower())
 
 
+@functools.cache
+def metric_bands() -> tuple[tuple[str, float, float], ...]:
+    """The age bands the metric module reports MAE for (key suffix, low, high), so cards and metrics agree.
+
+    Imported on first use: the metric module pulls in `evaluate`, which a card renderer rarely needs.
+    """
+    from age_model.metrics.age_error.age_error import AGE_BANDS
+
+    return tuple(AGE_BANDS)
+
+
+def band_labels() -> list[str]:
+    """Readable band names in order; the Challenge-25 question lives at the 18 and 25 edges."""
+    return [band_label(name) for name, _, _ in metric_bands()]
+
+
 def band_of(age: float) -> str:
-    return next(label for label, low, high in AGE_BANDS if low <= age < high)
+    return next(band_label(name) for name, low, high in metric_bands() if low <= age < high)
 
 
 def decade_of(age: float) -> str:
@@ -97,7 +109,7 @@ def age_stats(ages: Iterable[float]) -> dict[str, float]:
 def age_band_counts(ages: Iterable[float]) -> dict[str, int]:
     """Count per Challenge-25 band, in band order; train.py can put it into data_summary['age_bands']."""
     counts = Counter(band_of(float(a)) for a in ages)
-    return {label: counts.get(label, 0) for label, _, _ in AGE_BANDS}
+    return {label: counts.get(label, 0) for label in band_labels()}
 
 
 def size_category(n: int) -> str:
@@ -146,7 +158,7 @@ def label_summary(rows: list[dict[str, str]], age_column: str = "real_age") -> d
         "splits": {split: len(v) for split, v in by_split.items()},
         "stats": {"all": age_stats(ages), **{split: age_stats(v) for split, v in by_split.items()}},
         "decades": decades,
-        "bands": distribution(by_split, band_of, [b for b, _, _ in AGE_BANDS], keep_empty=True),
+        "bands": distribution(by_split, band_of, band_labels(), keep_empty=True),
         "largest_decade": largest,
         "shares": {
             "under_10": share(ages, lambda a: a < 10), "under_13": share(ages, lambda a: a < 13),
@@ -174,7 +186,7 @@ def appa_real_extra(rows: list[dict[str, str]]) -> dict[str, Any]:
             {"label": band, "n": len(per_band.get(band, [])), "share": len(per_band.get(band, [])) / max(len(real), 1),
              "mean_gap": statistics.fmean(g for g, _ in per_band[band]) if per_band.get(band) else float("nan"),
              "mean_std": statistics.fmean(s for _, s in per_band[band]) if per_band.get(band) else float("nan")}
-            for band, _, _ in AGE_BANDS
+            for band in band_labels()
         ],
     }
 
@@ -326,14 +338,12 @@ def split_metrics(metrics: Mapping[str, Any], prefix: str) -> dict[str, float]:
     }
 
 
-BAND_KEY = re.compile(r"^mae_(under\d+|\d+_\d+|\d+plus)$")
-
-
 def band_rows(metrics: Mapping[str, float]) -> list[dict[str, Any]]:
-    """MAE per age band, in band order (bands the metric module adds later go last)."""
-    order = [label for label, _, _ in AGE_BANDS]
-    rows = [{"label": band_label(k[4:]), "mae": v} for k, v in metrics.items() if BAND_KEY.match(k)]
-    return sorted(rows, key=lambda r: order.index(r["label"]) if r["label"] in order else len(order))
+    """MAE per age band, in band order, for the bands the metrics hold."""
+    return [
+        {"label": band_label(name), "mae": metrics[f"mae_{name}"]}
+        for name, _, _ in metric_bands() if f"mae_{name}" in metrics
+    ]
 
 
 HEADLINE_METRICS = (("mae", "MAE (years)"), ("rmse", "RMSE (years)"), ("cs5", "CS@5 (share within 5 years)"))
