@@ -168,7 +168,7 @@ def test_feedback_export_without_card_gets_one(export_dir: Path, tmp_path: Path)
 
 
 def test_real_feedback_export_goes_through(tmp_path: Path) -> None:
-    """The feedback module's own export (two configs, consent rules, its card from render_feedback_card)."""
+    """The feedback module's own export (samples and votes, consent rules, its card from render_feedback_card)."""
     from datasets import load_dataset
 
     from age_model.feedback import FeedbackStore
@@ -184,7 +184,7 @@ def test_real_feedback_export_goes_through(tmp_path: Path) -> None:
     out = Path(hub.push_feedback(tmp_path / "export", "acme/fb", dry_run=tmp_path / "out"))
     assert files_in(out) == {"README.md", "data/train-00000-of-00001.parquet", "votes/votes-00000-of-00001.parquet"}
     assert sorted(load_dataset(str(out))["train"]["age"]) == [25.0, 61.0]
-    assert load_dataset(str(out), "votes")["train"].num_rows == 3
+    assert load_dataset("parquet", data_files=str(out / "votes" / "*.parquet"))["train"].num_rows == 3
     text = (out / "README.md").read_text()
     assert "| rows in this export | 2 |" in text and "| refused | 1 |" in text and "pairs of votes: 1" in text
 
