@@ -1,0 +1,1 @@
+"""Benchmarks (accuracy, latency, store under load): they print tables and assert nothing."""
