@@ -3,8 +3,13 @@
 Layout of ``OUT`` (``datasets.load_dataset(OUT)`` reads it; so does the Hub viewer)::
 
     OUT/README.md                            dataset card, numbers computed from the store
-    OUT/data/train-00000-of-00001.parquet    one row per labelled sample (config "default")
-    OUT/votes/votes-00000-of-00001.parquet   the vote rows behind those samples (config "votes")
+    OUT/data/train-00000-of-00001.parquet    one row per labelled sample: the ``train`` split
+    OUT/votes/votes-00000-of-00001.parquet   the vote rows behind those samples, for audits:
+        load_dataset("parquet", data_files=f"{OUT}/votes/*.parquet")
+
+The card declares no ``configs``: with YAML configs, ``datasets`` 5.2 keys its cache of a local
+folder on the README alone, so a re-export to the same folder would load stale rows. The
+standard ``data/train-*`` layout is found without them, locally and on the Hub.
 
 What is exported, and why:
 - Stakeholder uploads (source ``upload``/``webcam``) only with consent: the image bytes as stored
@@ -41,10 +46,6 @@ logger = logging.getLogger(__name__)
 DEFAULT_LICENSE = "agecheck-consent-terms"
 DATA_FILE = "data/train-00000-of-00001.parquet"
 VOTES_FILE = "votes/votes-00000-of-00001.parquet"
-CONFIGS = [
-    {"config_name": "default", "default": True, "data_files": [{"split": "train", "path": "data/train-*"}]},
-    {"config_name": "votes", "data_files": [{"split": "train", "path": "votes/votes-*"}]},
-]
 FEATURES = datasets.Features({
     "image": datasets.Image(),
     "id": datasets.Value("string"),
@@ -170,7 +171,7 @@ def _minimal_card(stats: dict[str, Any]) -> DatasetCard:
     data = DatasetCardData(
         pretty_name="agecheck feedback: age labels from annotators", license="other",
         license_name=stats.get("license") or DEFAULT_LICENSE, task_categories=["image-classification"],
-        tags=["age-estimation", "faces", "human-feedback", "agecheck"], configs=stats.get("configs"),
+        tags=["age-estimation", "faces", "human-feedback", "agecheck"],
     )
     agree = stats.get("agreement") or {}
     lines = [
@@ -217,7 +218,7 @@ def export_feedback(
             votes = _vote_rows(store_, set(table["id"]))
             _table(votes, VOTE_FEATURES).to_parquet(str(tmp / VOTES_FILE))
             stats = feedback_stats(store_, license=license)
-            stats.update(num_rows=len(table), configs=CONFIGS, include_dataset_images=include_dataset_images)
+            stats.update(num_rows=len(table), include_dataset_images=include_dataset_images)
             render_card(stats).save(str(tmp / "README.md"))
             if out.exists():
                 shutil.rmtree(out)
