@@ -36,7 +36,7 @@ DATA_SUFFIXES = (".parquet", ".arrow", ".jsonl", ".csv")
 LOCAL_ONLY_PATTERNS = [".*", "*.db", "*.db-*", "*.sqlite", "*.sqlite3", "*.sqlite-*", "*.lock", "*.tmp", "*.part"]
 LOGIN_HINT = (
     "Log in once with `hf auth login` (older huggingface_hub: `huggingface-cli login`) or set HF_TOKEN to a "
-    "write token, then run this command again."
+    "write token, then try again."
 )
 
 
@@ -107,13 +107,14 @@ def stage_feedback(export_dir: Path, folder: Path) -> Path:
 # ---------------------------------------------------------------- talking to the Hub
 
 
-def hub_failure(error: BaseException | None, action: str, local: Path) -> HubError:
+def hub_failure(error: BaseException | None, action: str, local: Path, dry_run_hint: bool = True) -> HubError:
     """One message: what went wrong, that everything stayed local (and where), and what to do."""
     reason, fix = diagnose(error)
+    hint = " To see exactly what would be uploaded, add --dry-run OUT_DIR." if dry_run_hint else ""
     return HubError(
         f"Could not {action}: {reason}.\n"
         f"No files were uploaded; everything stays local in {local.resolve()}.\n"
-        f"{fix} To see exactly what would be uploaded, add --dry-run OUT_DIR."
+        f"{fix}{hint}"
     )
 
 
@@ -122,20 +123,20 @@ def diagnose(error: BaseException | None) -> tuple[str, str]:
     if error is None:
         return "no Hugging Face token was found (no --token, no HF_TOKEN, no saved login)", LOGIN_HINT
     if isinstance(error, OfflineModeIsEnabled):
-        return "HF_HUB_OFFLINE is set, so huggingface_hub does not go online", "Unset HF_HUB_OFFLINE and run this command again."
+        return "HF_HUB_OFFLINE is set, so huggingface_hub does not go online", "Unset HF_HUB_OFFLINE and try again."
     status = getattr(getattr(error, "response", None), "status_code", None)
     if isinstance(error, HfHubHTTPError) and status == 401:
         return "the Hub rejected the token (HTTP 401)", LOGIN_HINT
     if isinstance(error, HfHubHTTPError) and status == 403:
         return "the token may not write to that user or organisation (HTTP 403)", (
-            "Use a token with write access to it (`hf auth login` again, or HF_TOKEN), then run this command again."
+            "Use a token with write access to it (`hf auth login` again, or HF_TOKEN), then try again."
         )
     if isinstance(error, HfHubHTTPError):
         return f"the Hub answered HTTP {status}: {str(error).splitlines()[0]}", "Check the repo id, then try again later."
     first_line = (str(error).splitlines() or [""])[0]
     return (
         f"the Hugging Face Hub could not be reached ({type(error).__name__}: {first_line})",
-        "Check the network connection (and HTTPS_PROXY), then run this command again.",
+        "Check the network connection (and HTTPS_PROXY), then try again.",
     )
 
 
@@ -219,14 +220,14 @@ def make_feedback_scheduler(
     token = resolve_token(token)
     action = f"schedule pushes of {folder} to {repo_id}"
     if hf_api is None and not token:
-        raise hub_failure(None, action, folder)
+        raise hub_failure(None, action, folder, dry_run_hint=False)
     try:
         return CommitScheduler(
             repo_id=repo_id, repo_type="dataset", folder_path=folder, every=every_minutes, private=private,
             token=token, ignore_patterns=list(LOCAL_ONLY_PATTERNS), hf_api=hf_api,
         )
     except (HTTPError, OSError) as error:
-        raise hub_failure(error, action, folder) from error
+        raise hub_failure(error, action, folder, dry_run_hint=False) from error
 
 
 # ---------------------------------------------------------------- CLI

@@ -128,6 +128,18 @@ def test_unreachable_hub_gives_one_clear_message(run_dir: Path, monkeypatch: pyt
     assert "could not be reached" in err and "Traceback" not in err and str(run_dir.resolve()) in err
 
 
+@pytest.mark.parametrize("status, says", [(401, "rejected the token"), (403, "may not write"), (500, "answered HTTP 500")])
+def test_hub_refusals_are_explained(run_dir: Path, status: int, says: str) -> None:
+    from huggingface_hub.errors import HfHubHTTPError
+
+    api = mock.MagicMock()
+    response = mock.Mock(status_code=status, headers={}, request=mock.Mock())
+    api.upload_folder.side_effect = HfHubHTTPError(f"{status} Client Error", response=response)
+    with pytest.raises(hub.HubError, match=says) as caught:
+        hub.push_model(run_dir, "acme/agecheck-tiny", token="hf_x", api=api)
+    assert "No files were uploaded" in str(caught.value)
+
+
 @pytest.mark.parametrize("flag, private", [([], True), (["--private"], True), (["--public"], False)])
 def test_push_uploads_the_staged_folder(run_dir: Path, monkeypatch: pytest.MonkeyPatch, flag: list[str], private: bool) -> None:
     uploaded: dict[str, set[str]] = {}
@@ -230,5 +242,6 @@ def test_feedback_scheduler_without_token_or_hub(tmp_path: Path, monkeypatch: py
         hub.make_feedback_scheduler(tmp_path, "acme/fb", 5)
     api = mock.MagicMock()
     api.create_repo.side_effect = OfflineModeIsEnabled("offline")
-    with pytest.raises(hub.HubError, match="stays local in"):
+    with pytest.raises(hub.HubError, match="stays local in") as caught:
         hub.make_feedback_scheduler(tmp_path, "acme/fb", 5, hf_api=api)
+    assert "--dry-run" not in str(caught.value)  # the app has no command line to add it to
