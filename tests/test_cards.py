@@ -50,6 +50,13 @@ def test_model_card_parses_and_carries_mae(tmp_path: Path) -> None:
         assert needle in text, needle
 
 
+def test_model_card_tells_how_faces_are_framed(tmp_path: Path) -> None:
+    crops = cards.render_model_card(tmp_path, {}, settings(faces="detect", crop_style="square"), {"faces": "cropped"})
+    assert "trained on ready-made face crops" in crops.text and "Crop style **`square`**" in crops.text
+    photos = cards.render_model_card(tmp_path, {}, settings(faces="detect", crop_style="aligned", align_scale=1.3), {"faces": "detect"})
+    assert "in training as at serving" in photos.text and "scale 1.30" in photos.text
+
+
 def test_model_card_skips_nan_and_non_band_metrics(tmp_path: Path) -> None:
     metrics = {**METRICS, "test_mae_under13": float("nan"), "test_mae_without_flip_tta": 5.4, "test_rmse": None}
     card = ModelCard(str(cards.render_model_card(tmp_path, metrics, settings(), SUMMARY)))
