@@ -388,10 +388,16 @@ def base_model_facts(settings: AgeSettings, data_summary: Mapping[str, Any]) -> 
     return {"base": display_path(base) if base else "", "hub_base": base if is_hub_id(base) and not from_scratch else None, "from_scratch": bool(from_scratch)}
 
 
+def known_dataset(name: str) -> KnownDataset | None:
+    """The documented source a data folder is a copy of: 'utkface', 'UTKFace_crops', 'appa-real-release', ..."""
+    normalised = name.lower().replace("_", "-")
+    return next((known for key, known in KNOWN_DATASETS.items() if key in normalised), None)
+
+
 def dataset_facts(data_summary: Mapping[str, Any]) -> dict[str, Any]:
     """Name, Hub id (if any), licence and terms of the training data."""
     name = str(data_summary.get("name") or "unknown")
-    known = KNOWN_DATASETS.get(name.lower().replace("_", "-"))
+    known = known_dataset(name)
     hub_id = data_summary.get("hub_id") or (data_summary.get("source") if is_hub_id(data_summary.get("source")) else None)
     license_text = data_summary.get("license")
     return {
