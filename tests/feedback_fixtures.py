@@ -1,8 +1,8 @@
 """Pytest fixtures for the feedback tests: every store test runs on SQLite and on PostgreSQL.
 
-Import into a test module with ``from tests.feedback_fixtures import *``. The PostgreSQL
-cluster is started once per test process (the first time a postgresql test needs it) and stopped
-at the end of the session; each test gets a fresh database in it.
+Import the fixtures by name into a test module (``from tests.feedback_fixtures import store``).
+The PostgreSQL cluster is started once per test process (the first time a postgresql test needs
+it) and stopped at the end of the session; each test gets a fresh database in it.
 """
 
 from __future__ import annotations
@@ -45,11 +45,19 @@ def store(store_url: str) -> Iterator[FeedbackStore]:
         yield opened
 
 
+_POOL: multiprocessing.pool.Pool | None = None
+
+
 @pytest.fixture(scope="session")
 def spawn_pool() -> Iterator[multiprocessing.pool.Pool]:
-    """Spawned worker processes (fresh interpreters, like separate app processes), started once:
-    the workers are stateless, each task opens the store from its URL."""
-    pool = multiprocessing.get_context("spawn").Pool(POOL_SIZE)
-    yield pool
-    pool.close()
-    pool.join()
+    """Spawned worker processes (fresh interpreters, like separate app processes), started once
+    per test process even though several modules import this fixture: the workers are stateless,
+    each task opens the store from its URL."""
+    global _POOL
+    if _POOL is None:
+        _POOL = multiprocessing.get_context("spawn").Pool(POOL_SIZE)
+    yield _POOL
+    if _POOL is not None:
+        _POOL.close()
+        _POOL.join()
+        _POOL = None

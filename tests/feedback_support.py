@@ -189,11 +189,8 @@ if stage == "during_image_write":
     images_mod._publish = hang
 elif stage == "before_commit":
     FeedbackStore._commit_upload = hang
-elif stage == "inside_transaction":
-    orig = FeedbackStore._insert_vote
-    def slow_insert(self, conn, **values):
-        hang()
-    FeedbackStore._insert_vote = slow_insert
+elif stage == "inside_transaction":  # the sample row is inserted, the vote and the commit never come
+    FeedbackStore._insert_vote = lambda self, conn, **values: hang()
 data = open(sys.argv[5], "rb").read()
 store.add_upload(data, 33, "crasher", consent=True, strip=False)
 """

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from age_model.feedback import FeedbackStore, Status
-from tests.feedback_fixtures import *  # noqa: F403  (pg, spawn_pool, store_url, store)
+from tests.feedback_fixtures import pg, spawn_pool, store, store_url  # noqa: F401  (fixtures: both backends)
 from tests.feedback_fixtures import POOL_SIZE as WORKERS
 from tests.feedback_support import claim_worker, make_image, run_until_killed, upload_worker, vote_worker
 
@@ -35,6 +35,20 @@ def test_parallel_votes_lose_nothing(store_url: str, spawn_pool: Pool) -> None:
         assert all(v.age is not None and v.kind == "vote" for v in rows)
         assert all(store.label(s).num_votes == WORKERS for s in ids)  # one voice per annotator per sample
         assert store.fsck(verify=True).ok
+
+
+def test_threads_sharing_one_store_lose_nothing(store: FeedbackStore) -> None:
+    """Gradio runs handlers in threads over one store object."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    sample = store.register_sample(hashlib.sha256(b"t").hexdigest(), source="utkface", original_label=30)
+
+    def vote(n: int) -> int:
+        return store.add_vote(sample, 20 + n % 10, f"t{n % 8}").id
+
+    with ThreadPoolExecutor(8) as pool:
+        ids = list(pool.map(vote, range(80)))
+    assert len(set(ids)) == 80 and len(store.votes(sample)) == 80 and store.label(sample).num_votes == 8
 
 
 def test_parallel_uploads_deduplicate_images(store_url: str, spawn_pool: Pool) -> None:

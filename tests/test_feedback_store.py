@@ -19,7 +19,7 @@ from age_model.feedback import (
     LabelRules, NothingToUndoError, Status, StoreConnectionError, StoreURLError, UnknownSampleError, Vote,
     aggregate, parse_store_url, sample_id_of, strip_metadata,
 )
-from tests.feedback_fixtures import *  # noqa: F403  (pg, store_url, store)
+from tests.feedback_fixtures import pg, spawn_pool, store, store_url  # noqa: F401  (fixtures: both backends)
 from tests.feedback_support import make_image
 
 
@@ -107,7 +107,7 @@ def test_strip_metadata_drops_gps_and_applies_orientation() -> None:
 def test_upload_stored_once_and_votes_append(store: FeedbackStore) -> None:
     raw = make_image(1, exif_gps=True)
     vote = store.add_upload(raw, 19, " alice ", consent=True, model_age=16.5, model_version="v1", note="ID shown")
-    assert vote.annotator == "alice" and vote.source == "upload" and vote.previous_label is None
+    assert vote.annotator == "alice" and vote.source == "upload" and vote.previous_label == 16.5  # the estimate it corrects
     path = store.image_file(vote.sample_id)
     assert path is not None and sample_id_of(path.read_bytes()) == vote.sample_id
     with Image.open(path) as im:
