@@ -183,13 +183,14 @@ class ReviewQueue:
         cls, store: FeedbackStore, dataset: datasets.Dataset, *, predictions: Predictions = None,
         source: str | None = None, batch_size: int = 32, **kwargs: Any,
     ) -> ReviewQueue:
-        """A queue over a data set split; ``source`` names it where the rows have no ``source`` column."""
+        """A queue over a data set split; ``source`` names the data set (default: the rows'
+        ``source`` column), and is what the store records for its samples and votes."""
         n = len(dataset)
         if "source" not in dataset.column_names and not source:
             raise ValueError("give source= (the data set's name) for rows without a 'source' column")
         ids = _row_ids(dataset)
         labels = [None if a is None else float(a) for a in dataset["age"]] if "age" in dataset.column_names else [None] * n
-        sources = [str(s) for s in dataset["source"]] if "source" in dataset.column_names else [source] * n
+        sources = [source] * n if source else [str(s) for s in dataset["source"]]  # an explicit name wins
         name_col = next((c for c in ("file", "file_name", "original_name") if c in dataset.column_names), None)
         names = [None if x is None else str(x) for x in dataset[name_col]] if name_col else [None] * n
         if predictions is None:

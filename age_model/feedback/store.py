@@ -87,6 +87,9 @@ class FeedbackStore:
         except DBAPIError as exc:
             self.engine.dispose()
             raise StoreConnectionError(f"cannot open feedback store {self.location.display()}: {exc.orig}") from None
+        except BaseException:
+            self.engine.dispose()
+            raise
         if startup_check:
             from .fsck import fsck
 
@@ -366,7 +369,9 @@ class FeedbackStore:
     def undo(self, annotator: str, sample_id: str | None = None, *, note: str | None = None) -> Vote:
         """Retract the annotator's latest non-retracted vote (on ``sample_id`` if given).
 
-        Appends a ``retract`` row and returns it; the retracted vote stays in the table.
+        Appends a ``retract`` row and returns it; the retracted vote stays in the table. Two
+        undos racing each other retract two votes (the unique ``retracts`` key makes the loser
+        retry on the next one), as two clicks would one after the other.
         """
         name = check_annotator(annotator)
         if sample_id is not None:
@@ -435,6 +440,7 @@ class FeedbackStore:
 
         Atomic across processes: a conditional UPDATE takes over an expired (or own) lease, an
         INSERT guarded by the primary key creates a new one; the loser of a race gets False.
+        Expiry uses the writers' clocks (UTC): keep annotator machines NTP-synced.
         """
         sample_id = check_sample_id(sample_id)
         name = check_annotator(annotator)
