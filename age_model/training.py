@@ -23,7 +23,10 @@ from PIL import Image, ImageEnhance, ImageFilter, ImageOps
 from transformers import EvalPrediction, Trainer, TrainerCallback, TrainingArguments
 from transformers.trainer_utils import IntervalStrategy, SaveStrategy, get_last_checkpoint
 
+from age_model.cards import age_band_counts, render_model_card
 from age_model.data import LoadOptions, describe, load_age_dataset
+from age_model.hub import HubError, push_model
+from age_model.faces import calibrate_crop, largest_face_crop
 from age_model.metrics import load_age_error
 from age_model.modeling import (
     HEADS,
@@ -69,6 +72,7 @@ class ModelArguments:
     label_sigma: float = field(default=2.0, metadata={"help": "Width in years of the label distribution that the bins head learns."})
     image_size: int = field(default=224, metadata={"help": "Side of the square model input in pixels (use multiples of 32; 160 trains ~2x faster on CPU)."})
     crop_margin: float = field(default=0.4, metadata={"help": "Margin around a detected face box when photos are cropped (APPA-REAL: 0.4)."})
+    crop_style: str = field(default="box", metadata={"help": "How photos are cropped around a detected face: box (enlarged by --crop-margin), square, or aligned (eyes level)."})
     freeze_backbone_epochs: int = field(default=0, metadata={"help": "Train only the new head for this many epochs first."})
     augment: bool = field(default=True, metadata={"help": "Random crop/scale, flip, rotation, colour, greyscale and blur on training images."})
     threshold: float = field(default=25.0, metadata={"help": "ID-check age for the policy metrics (Challenge 25)."})
@@ -157,12 +161,11 @@ def collate(examples: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
     }
 
 
-def crop_photos(dataset: DatasetDict, margin: float) -> tuple[DatasetDict, int]:
+def crop_photos(dataset: DatasetDict, settings: AgeSettings) -> tuple[DatasetDict, int]:
     """Detect the largest face in each photo and crop it exactly as serving does; drop photos without a face."""
-    from age_model.faces import largest_face_crop
 
     def crop(example: dict[str, Any]) -> dict[str, Any]:
-        face = largest_face_crop(example["image"], margin)
+        face = largest_face_crop(example["image"], settings)
         return {"image": face if face is not None else example["image"], "has_face": face is not None}
 
     before = sum(len(split) for split in dataset.values())
@@ -273,25 +276,25 @@ def run_training(data_args: DataArguments, model_args: ModelArguments, training_
         logger.info("Feedback applied: %s", feedback_summary)
     dataset = _limit(dataset, data_args)
     faces = report.faces if data_args.faces == "auto" else data_args.faces
-    dropped = 0
-    if faces == "detect":
-        dataset, dropped = crop_photos(dataset, model_args.crop_margin)
-        logger.info("Cropped faces from photos; %d photos without a detectable face were left out", dropped)
     if "validation" not in dataset or "test" not in dataset:
         raise ValueError(f"{data_args.data}: need validation and test splits; found {list(dataset)}.")
-
     train_ages = np.asarray(dataset["train"]["age"], dtype=float)
     settings = AgeSettings(
         head=model_args.head, age_mean=float(train_ages.mean()), age_std=float(train_ages.std() or 1.0),
-        target=data_args.target, faces=faces, crop_margin=model_args.crop_margin, image_size=model_args.image_size,
+        target=data_args.target, faces=faces, crop_margin=model_args.crop_margin, crop_style=model_args.crop_style,
+        image_size=model_args.image_size,
     )
-    if faces == "cropped":
+    dropped = 0
+    if faces == "detect":  # photos: crop with the very options the predictor will use
+        dataset, dropped = crop_photos(dataset, settings)
+        logger.info("Cropped faces from photos; %d photos without a detectable face were left out", dropped)
+    else:  # ready-made crops: measure the detection crop that reproduces their framing
         settings = _calibrate_serving_crop(dataset["train"], settings)
     summary = {
         "name": Path(str(data_args.data)).name or str(data_args.data), "source": str(data_args.data),
         "format": report.data_format, "target": data_args.target, "faces": faces, "photos_without_face": dropped,
         "skipped_rows": report.skipped, "feedback": feedback_summary, "from_scratch": is_config_only(model_args.base_model),
-        **describe(dataset),
+        **describe(dataset), "age_bands": age_band_counts(train_ages),
     }
     model = build_age_model(model_args.base_model, settings)
     if training_args.channels_last:
@@ -330,9 +333,11 @@ def run_training(data_args: DataArguments, model_args: ModelArguments, training_
 
     _save(trainer, output_dir, settings, test_metrics, eval_metrics, summary, model_args, training_args)
     if push_to_hub:
-        from age_model.hub import push_model
-
-        push_model(output_dir, training_args.hub_model_id, private=training_args.hub_private_repo is not False, token=training_args.hub_token)
+        try:
+            push_model(output_dir, training_args.hub_model_id, private=training_args.hub_private_repo is not False, token=training_args.hub_token)
+        except HubError as error:  # the model is saved; say how to push it later
+            logger.error("%s\nThe trained model is saved in %s: push it later with "
+                         "`python -m age_model.hub push-model %s --repo-id %s`.", error, output_dir, output_dir, training_args.hub_model_id)
     return test_metrics
 
 
@@ -359,10 +364,6 @@ def _metric(ages: np.ndarray, split: Any, threshold: float) -> dict[str, float]:
 
 def _calibrate_serving_crop(train: Any, settings: AgeSettings) -> AgeSettings:
     """Measure which detection crop reproduces the training crops' framing, and store it with the model."""
-    try:
-        from age_model.faces import calibrate_crop
-    except ImportError:  # faces module not available: keep the APPA-REAL margin
-        return settings
     sample = train.select(range(min(200, len(train))))
     chips = [image.convert("RGB") for image in sample["image"]]
     for key, value in calibrate_crop(chips).items():
@@ -389,8 +390,6 @@ def _save(trainer: Trainer, output_dir: Path, settings: AgeSettings, test_metric
     _write_json(output_dir / "training_options.json", {"model": asdict(model_args), "learning_rate": training_args.learning_rate,
                                                           "epochs": training_args.num_train_epochs, "max_steps": training_args.max_steps,
                                                           "batch_size": training_args.per_device_train_batch_size, "seed": training_args.seed})
-    from age_model.cards import render_model_card
-
     card = render_model_card(output_dir, {**test_metrics, **eval_metrics}, settings, summary, training_args.hub_model_id)
     card.save(str(output_dir / "README.md"))
     logger.info("Saved model, processor, metrics and card to %s", output_dir)
