@@ -99,10 +99,10 @@ def load_image(source: ImageSource) -> Image.Image:
 
 
 def _open_path(path: Path) -> Image.Image:
+    """Messages name the file, not its folder: a server's temporary upload path is nobody's business."""
     if not path.is_file():
-        raise ImageError(f"{path} does not exist or is not a file: check the path.")
-    data = path.read_bytes()
-    return _open_bytes(data, str(path))
+        raise ImageError(f"{path.name} does not exist or is not a file: check the path.")
+    return _open_bytes(path.read_bytes(), path.name)
 
 
 def _open_bytes(data: bytes, name: str) -> Image.Image:
