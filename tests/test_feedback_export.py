@@ -141,24 +141,14 @@ def test_cli(store_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, ca
     assert json.loads(capsys.readouterr().out)["orphan_files"]
     assert main(["fsck", "--store", store_url, "--clean", "--grace", "0"]) == 0
 
-    calls = {}
-
-    class FakeApi:
-        def __init__(self, token=None):
-            pass
-
-        def create_repo(self, repo_id, **kwargs):
-            calls["create"] = (repo_id, kwargs)
-            return f"https://hub.example/datasets/{repo_id}"
-
-        def upload_folder(self, **kwargs):
-            calls["upload"] = kwargs
-
-    monkeypatch.setattr("huggingface_hub.HfApi", FakeApi)
+    pushed = {}
+    monkeypatch.setattr("age_model.feedback.export.push_export",
+                        lambda folder, repo_id, private: pushed.update(folder=folder, repo_id=repo_id, private=private) or "url")
     out = tmp_path / "exp"
-    assert main(["export", str(out), "--store", store_url, "--push-to-hub", "org/feedback", "--private"]) == 0
-    assert calls["create"] == ("org/feedback", {"repo_type": "dataset", "private": True, "exist_ok": True})
-    assert calls["upload"]["folder_path"] == str(out) and calls["upload"]["repo_type"] == "dataset"
+    assert main(["export", str(out), "--store", store_url, "--push-to-hub", "org/feedback"]) == 0
+    assert pushed == {"folder": out, "repo_id": "org/feedback", "private": True}  # private unless --public
+    assert main(["export", str(out), "--store", store_url, "--overwrite", "--push-to-hub", "org/feedback", "--public"]) == 0
+    assert pushed["private"] is False
     assert len(datasets.load_dataset(str(out), split="train")) == 1  # the undo left the other sample unvoted
     capsys.readouterr()
     assert main(["export", str(out), "--store", store_url]) == 2 and "not empty" in capsys.readouterr().err
@@ -174,3 +164,25 @@ def test_cli_errors_and_help(tmp_path: Path, capsys: pytest.CaptureFixture[str])
     help_text = subprocess.run([sys.executable, "-m", "age_model.feedback", "--help"], capture_output=True, text=True, check=True,
                                cwd=Path(__file__).resolve().parent.parent).stdout
     assert all(cmd in help_text for cmd in ("export", "stats", "fsck", "import-csv"))
+
+
+def test_push_export_goes_through_the_hub_module(store: FeedbackStore, tmp_path: Path) -> None:
+    from age_model.feedback.export import push_export
+
+    calls = {}
+
+    class FakeApi:
+        def create_repo(self, repo_id, **kwargs):
+            calls["create"] = (repo_id, kwargs["private"], kwargs["repo_type"])
+            return f"https://hub.example/datasets/{repo_id}"
+
+        def upload_folder(self, **kwargs):
+            calls["files"] = sorted(p.relative_to(kwargs["folder_path"]).as_posix() for p in Path(kwargs["folder_path"]).rglob("*") if p.is_file())
+
+    store.add_upload(make_image(4), 30, "shop", consent=True)
+    out = export_feedback(store, tmp_path / "exp").path
+    assert push_export(out, "org/feedback", token="hf_test", api=FakeApi()).startswith("https://hub.example")
+    assert calls["create"] == ("org/feedback", True, "dataset")
+    assert "README.md" in calls["files"] and "data/train-00000-of-00001.parquet" in calls["files"]
+    with pytest.raises(FileNotFoundError, match="not a feedback export"):
+        push_export(tmp_path, "org/feedback", token="hf_test", api=FakeApi())

@@ -28,7 +28,7 @@ def cmd_export(args: argparse.Namespace) -> int:
                                  license=args.license, overwrite=args.overwrite)
     print(f"wrote {result.num_rows} rows to {result.path}")
     if args.push_to_hub:
-        print(f"pushed to {push_export(result.path, args.push_to_hub, private=args.private)}")
+        print(f"pushed to {push_export(result.path, args.push_to_hub, private=not args.public)}")
     return 0
 
 
@@ -119,7 +119,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--license", default="agecheck-consent-terms", help="licence named on the card")
     p.add_argument("--overwrite", action="store_true", help="replace a non-empty output folder")
     p.add_argument("--push-to-hub", metavar="REPO_ID", help="also upload the folder to this Hub dataset repo")
-    p.add_argument("--private", action="store_true", help="create the Hub repo as private")
+    visibility = p.add_mutually_exclusive_group()
+    visibility.add_argument("--private", action="store_true", help="create the Hub repo as private (the default: face photos)")
+    visibility.add_argument("--public", action="store_true", help="create the Hub repo as public")
     p.set_defaults(func=cmd_export)
 
     p = sub.add_parser("stats", help="counts, statuses, annotators, agreement, consent")
@@ -153,6 +155,6 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
-    except (FeedbackError, FileNotFoundError, FileExistsError) as exc:
+    except (FeedbackError, FileNotFoundError, FileExistsError, RuntimeError) as exc:  # RuntimeError: hub.HubError
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -232,15 +232,23 @@ def export_feedback(
     return ExportResult(path=out, num_rows=len(table), stats=stats)
 
 
-def push_export(folder: str | Path, repo_id: str, *, private: bool = False, token: str | None = None) -> str:
-    """Upload an export folder to a Hub dataset repo (created if missing); return the repo URL."""
-    from huggingface_hub import HfApi
-
+def push_export(
+    folder: str | Path, repo_id: str, *, private: bool = True, token: str | None = None, api: Any = None,
+) -> str:
+    """Upload an export folder to a Hub dataset repo (created if missing, private by default: face
+    photos); return the commit or repo URL. Goes through ``age_model.hub.push_feedback`` (token
+    lookup, staging, one clear error) when that module is there."""
     folder = Path(folder)
     if not (folder / "README.md").is_file() or not (folder / DATA_FILE).is_file():
         raise FileNotFoundError(f"{folder} is not a feedback export (README.md and {DATA_FILE} expected)")
-    api = HfApi(token=token)
-    url = api.create_repo(repo_id, repo_type="dataset", private=private, exist_ok=True)
-    api.upload_folder(folder_path=str(folder), repo_id=repo_id, repo_type="dataset",
-                      commit_message="Update agecheck feedback export")
-    return str(url)
+    try:
+        from age_model.hub import push_feedback
+    except ImportError:
+        from huggingface_hub import HfApi
+
+        api = api or HfApi(token=token)
+        url = api.create_repo(repo_id, repo_type="dataset", private=private, exist_ok=True)
+        api.upload_folder(folder_path=str(folder), repo_id=repo_id, repo_type="dataset",
+                          commit_message="Update agecheck feedback export")
+        return str(url)
+    return push_feedback(folder, repo_id, private=private, token=token, api=api)
