@@ -23,7 +23,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--host", default="127.0.0.1", help="address to listen on; 0.0.0.0 serves the whole network (default %(default)s)")
     parser.add_argument("--port", type=int, default=7860, help="port (default %(default)s)")
     parser.add_argument("--threshold", type=float, default=25.0, help="ID-check age shown by default (default %(default)s)")
-    parser.add_argument("--store", default=None, help="feedback store URL: sqlite:///PATH or postgresql://... (default: $AGECHECK_STORE, else sqlite:///feedback_data/feedback.db)")
+    parser.add_argument("--store", default=None, help="feedback store URL: sqlite:///PATH or postgresql://... (default: $AGECHECK_FEEDBACK_STORE, else sqlite:///feedback_data/feedback.db)")
     parser.add_argument("--annotators", metavar="FILE", help="annotator logins, one 'name:password' per line (or $AGECHECK_ANNOTATORS='alice:pw,bob:pw'); without any, /annotate is read-only")
     parser.add_argument("--review", metavar="DATA", help="data set to review in /annotate (any folder train.py reads)")
     parser.add_argument("--examples", metavar="FOLDER", help="folder of example photos (default: examples/)")
@@ -56,7 +56,7 @@ def main(argv: list[str] | None = None) -> int:
     from age_model.ui.state import DEFAULT_STORE, resolve_model
 
     options = ServerOptions(
-        model=resolve_model(args.model), store=args.store or os.environ.get("AGECHECK_STORE", DEFAULT_STORE),
+        model=resolve_model(args.model), store=args.store or os.environ.get("AGECHECK_FEEDBACK_STORE", DEFAULT_STORE),
         host=args.host, port=args.port, threshold=args.threshold, annotators=read_annotators(args.annotators),
         review=args.review, examples=args.examples, queue_size=args.queue_size, max_file_size=args.max_file_size,
         push_feedback_to=args.push_feedback_to, push_every_minutes=args.push_every,
