@@ -100,3 +100,22 @@ def test_photos_are_detected_and_cropped_like_serving(tmp_path, fixture_dir, tin
     assert summary["photos_without_face"] <= 2  # YuNet finds 16/16 fixture faces at its default threshold
     _, _, settings = load_age_model(str(out))
     assert settings.faces == "detect" and settings.crop_margin == pytest.approx(0.3)
+
+
+def test_feedback_store_corrections_override_labels(tmp_path, fixture_dir, tiny_base):
+    from age_model.data import load_age_dataset
+    from age_model.feedback import FeedbackStore
+
+    data, _ = load_age_dataset(fixture_dir)
+    row = next(r for r in data["train"].select_columns(["id", "age", "source"]) if 30 <= r["age"] <= 60)
+    url = f"sqlite:///{tmp_path}/fb.db"
+    store = FeedbackStore(url)
+    store.register_samples([{"sample_id": row["id"], "source": row["source"], "original_label": row["age"]}])
+    store.add_vote(row["id"], row["age"] + 3, "alice")  # same side of 18 and 25: one vote settles it
+    store.close()
+
+    out = tmp_path / "run"
+    assert _train(fixture_dir, tiny_base, out, "--feedback", url, "--max-steps", "2") == 0
+    summary = json.loads((out / "data_summary.json").read_text())
+    assert summary["feedback"]["corrected"] == 1 and summary["feedback"]["changed"] == 1
+    assert "feedback" in (out / "README.md").read_text().lower()
