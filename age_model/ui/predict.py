@@ -7,7 +7,7 @@ from typing import Any
 import gradio as gr
 from PIL import Image, ImageDraw, ImageFont
 
-from age_model.faces import ImageError, crop_face, crop_options, load_image
+from age_model.faces import MAX_PIXELS, ImageError, crop_face, crop_options, load_image
 from age_model.ui.state import AppState
 
 logger = logging.getLogger(__name__)
@@ -15,6 +15,12 @@ logger = logging.getLogger(__name__)
 TABLE_HEADERS = ["face", "age", "±", "verdict", "detection score"]
 ASK_FOR_ID = "ask for ID"
 NO_ID_NEEDED = "no ID needed"
+# A webcam capture reaches the server as an ordinary `upload` event (like a file or a paste), so the
+# browser tells which source button is active when it fires.
+PHOTO_SOURCE_JS = """() => {
+  const active = document.querySelector('#photo [data-testid=source-select] button.selected');
+  return active && active.getAttribute('aria-label') === 'Capture from camera' ? 'webcam' : 'upload';
+}"""
 CONSENT_TEXT = (
     "I am the person in this photo, or I have their permission, and I agree that the face crop and the age "
     "I give may be stored to improve the model."
@@ -29,9 +35,13 @@ def verdict(age: float, spread: float, threshold: float) -> str:
 class SafeImage(gr.Image):
     """gr.Image whose decoding errors become a readable message (the built-in one leaks a temp path)."""
 
+    is_template = True  # drawn by gr.Image's own frontend; without it the page looks for a custom "safeimage" one and shows no photo input
+
     def preprocess(self, payload: Any) -> Any:
         try:
             return super().preprocess(payload)
+        except Image.DecompressionBombError as error:  # Pillow's message gives the size, not the path
+            raise gr.Error(f"This image is too large to open safely: {error} Use a photo under {MAX_PIXELS // 1_000_000} MP.") from None
         except Exception as error:  # Pillow raises many kinds for broken files
             raise gr.Error(f"This file could not be opened as an image ({type(error).__name__}). Upload a JPEG, PNG or WebP photo.") from None
 
@@ -40,19 +50,31 @@ def draw_faces(photo: Image.Image, faces: list[Any], threshold: float) -> Image.
     """The photo with a box and `34 ± 4` over every face; red where ID should be asked for."""
     image = photo.copy()
     draw = ImageDraw.Draw(image)
-    width = max(2, round(max(image.size) / 300))
-    font = ImageFont.load_default(size=max(14, round(max(image.size) / 30)))
+    side = max(image.size)
+    width = max(2, round(side / 250))
+    font = ImageFont.load_default(size=max(14, round(side / 22)))  # ~16 px on screen at the page's 360 px height
     for number, face in enumerate(faces, start=1):
-        color = (220, 40, 40) if verdict(face.age, face.spread, threshold) == ASK_FOR_ID else (30, 160, 70)
+        color = (220, 40, 40) if verdict(face.age, face.spread, threshold) == ASK_FOR_ID else (25, 135, 60)
         x0, y0, x1, y1 = face.box
         draw.rectangle((x0, y0, x1, y1), outline=color, width=width)
         label = f"{number}: {face.age:.0f} ± {face.spread:.0f}"
-        text_box = draw.textbbox((x0, y0), label, font=font)
-        text_height = text_box[3] - text_box[1] + 2 * width
-        top = y0 - text_height if y0 - text_height >= 0 else y1
-        draw.rectangle((x0, top, x0 + text_box[2] - text_box[0] + 2 * width, top + text_height), fill=color)
-        draw.text((x0 + width, top + width // 2), label, fill="white", font=font)
+        left, top_offset, right, bottom = draw.textbbox((0, 0), label, font=font)
+        pad = width + 1
+        label_w, label_h = right - left + 2 * pad, bottom - top_offset + 2 * pad
+        # Above the box if it fits, else below it, else inside its top edge; never past the photo's sides.
+        top = y0 - label_h if y0 - label_h >= 0 else y1 if y1 + label_h <= image.height else max(0, y0)
+        x = min(max(0, x0), max(0, image.width - label_w))
+        draw.rectangle((x, top, x + label_w, top + label_h), fill=color)
+        draw.text((x + pad - left, top + pad - top_offset), label, fill="white", font=font)
     return image
+
+
+def open_photo(photo_path: str) -> Image.Image:
+    """The uploaded photo, or a readable error that names the user's file, not the server's temp path."""
+    try:
+        return load_image(photo_path)
+    except ImageError as error:
+        raise gr.Error(str(error).replace(str(photo_path), Path(photo_path).name)) from None
 
 
 def predict_photo(state: AppState, photo_path: str | None, threshold: float) -> tuple[Image.Image | None, str, list[list[Any]], dict]:
@@ -60,10 +82,7 @@ def predict_photo(state: AppState, photo_path: str | None, threshold: float) -> 
     predictor = state.require_predictor()
     if not photo_path:
         raise gr.Error("No photo yet: upload one, paste one, or take one with the webcam.")
-    try:
-        photo = load_image(photo_path)
-    except ImageError as error:
-        raise gr.Error(str(error)) from None
+    photo = open_photo(photo_path)
     result = predictor.predict([photo])[0]
     if result.error:
         raise gr.Error(result.error)
@@ -98,10 +117,7 @@ def report_age(state: AppState, photo_path: str | None, face_number: float | Non
         raise gr.Error("Enter the real age in years.")
     if not consent:
         raise gr.Error("Tick the consent box: without it nothing is stored.")
-    try:
-        photo = load_image(photo_path)
-    except ImageError as error:
-        raise gr.Error(str(error)) from None
+    photo = open_photo(photo_path)
     faces, crops = predictor.find_faces(photo)
     number = int(face_number or 1)
     if not 1 <= number <= len(faces):
@@ -122,7 +138,8 @@ def report_age(state: AppState, photo_path: str | None, face_number: float | Non
 def build_predict_tab(state: AppState, examples: list[str]) -> None:
     """Lay out the Predict tab inside the current Blocks context and wire its events."""
     gr.Markdown(state.model_banner(), elem_id="model_banner")
-    source = gr.State("upload")
+    source = gr.State("upload")  # "webcam" after a capture: stored with a correction
+    source_hint = gr.Textbox(visible=False)  # carries PHOTO_SOURCE_JS's answer to the server
     with gr.Row():
         with gr.Column(scale=1):
             photo = SafeImage(
@@ -131,8 +148,7 @@ def build_predict_tab(state: AppState, examples: list[str]) -> None:
             )
             threshold = gr.Slider(16, 30, value=state.threshold, step=1, label="ID threshold (Challenge 25: ask anyone who looks under 25)", elem_id="threshold")
             estimate = gr.Button("Estimate age", variant="primary", elem_id="estimate")
-            if examples:
-                gr.Examples(examples=examples, inputs=photo, label="Example photos")
+            example_set = gr.Examples(examples=examples, inputs=photo, label="Example photos") if examples else None
         with gr.Column(scale=1):
             annotated = gr.Image(label="Faces", elem_id="annotated", interactive=False, height=360, format="jpeg")
             summary = gr.Markdown(elem_id="verdict")
@@ -157,6 +173,9 @@ def build_predict_tab(state: AppState, examples: list[str]) -> None:
                   photo_source: str | None, request: gr.Request):
         return report_age(state, photo, face_number, real_age, consent, note, photo_source, request)
 
-    photo.upload(lambda: "upload", outputs=source, api_visibility="private")
+    photo.upload(lambda hint: hint if hint in ("upload", "webcam") else "upload", inputs=source_hint, outputs=source,
+                 js=PHOTO_SOURCE_JS, api_visibility="private")
+    if example_set is not None:
+        example_set.dataset.click(lambda: "upload", outputs=source, api_visibility="private")
     estimate.click(on_predict, inputs=[photo, threshold], outputs=[annotated, summary, table, raw], api_name="predict")
     send.click(on_report, inputs=[photo, face_number, real_age, consent, note, source], outputs=thanks, api_name="report_age")

@@ -30,9 +30,13 @@ from gradio.events import Dependency
 class SafeImage(gr.Image):
     """gr.Image whose decoding errors become a readable message (the built-in one leaks a temp path)."""
 
+    is_template = True  # drawn by gr.Image's own frontend; without it the page looks for a custom "safeimage" one and shows no photo input
+
     def preprocess(self, payload: Any) -> Any:
         try:
             return super().preprocess(payload)
+        except Image.DecompressionBombError as error:  # Pillow's message gives the size, not the path
+            raise gr.Error(f"This image is too large to open safely: {error} Use a photo under {MAX_PIXELS // 1_000_000} MP.") from None
         except Exception as error:  # Pillow raises many kinds for broken files
             raise gr.Error(f"This file could not be opened as an image ({type(error).__name__}). Upload a JPEG, PNG or WebP photo.") from None
     from typing import Callable, Literal, Sequence, Any, TYPE_CHECKING
