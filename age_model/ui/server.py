@@ -104,7 +104,10 @@ class BackgroundServer:
 
     def __exit__(self, *exc: object) -> None:
         self.server.should_exit = True
-        self.thread.join(timeout=10)
+        self.thread.join(timeout=1)
+        if self.thread.is_alive():  # open heartbeat streams (browsers, gradio_client) would hold it ~15 s
+            self.server.force_exit = True
+            self.thread.join(timeout=10)
 
 
 def serve(options: ServerOptions) -> None:
