@@ -1,6 +1,6 @@
 """Pytest fixtures for the feedback tests: every store test runs on SQLite and on PostgreSQL.
 
-Import the fixtures by name into a test module (``from tests.feedback_fixtures import store``).
+Registered for every test module by ``pytest_plugins`` in conftest.py.
 The PostgreSQL cluster is started once per test process (the first time a postgresql test needs
 it) and stopped at the end of the session; each test gets a fresh database in it.
 """

@@ -15,7 +15,6 @@ from pathlib import Path
 import pytest
 
 from age_model.feedback import FeedbackStore, Status
-from tests.feedback_fixtures import pg, spawn_pool, store, store_url  # noqa: F401  (fixtures: both backends)
 from tests.feedback_fixtures import POOL_SIZE as WORKERS
 from tests.feedback_support import claim_worker, make_image, run_until_killed, upload_worker, vote_worker
 

@@ -15,7 +15,6 @@ from age_model.feedback import FeedbackStore, Status
 from age_model.feedback.cli import main
 from age_model.feedback.export import export_feedback
 from age_model.feedback.merge import apply_feedback
-from tests.feedback_fixtures import pg, spawn_pool, store, store_url  # noqa: F401  (fixtures: both backends)
 from tests.feedback_support import make_image
 
 UTK24 = "utk_24_0_2_20170104020112732.jpg.chip.jpg"

@@ -12,7 +12,6 @@ import pytest
 
 from age_model.feedback import FeedbackStore, Status
 from age_model.review import ReviewQueue
-from tests.feedback_fixtures import pg, spawn_pool, store, store_url  # noqa: F401  (fixtures: both backends)
 from tests.feedback_support import make_image, next_worker
 
 LABELS = [20.0, 30.0, 40.0, 50.0, 60.0, 70.0]

@@ -19,7 +19,6 @@ from age_model.feedback import (
     LabelRules, NothingToUndoError, Status, StoreConnectionError, StoreURLError, UnknownSampleError, Vote,
     aggregate, parse_store_url, sample_id_of, strip_metadata,
 )
-from tests.feedback_fixtures import pg, spawn_pool, store, store_url  # noqa: F401  (fixtures: both backends)
 from tests.feedback_support import make_image
 
 

@@ -7,7 +7,8 @@ from typing import Any
 import gradio as gr
 from PIL import Image, ImageDraw, ImageFont
 
-from age_model.faces import MAX_PIXELS, ImageError, crop_face, crop_options, load_image
+from age_model.faces import ImageError, load_image
+from age_model.ui.components import SafeImage
 from age_model.ui.state import AppState
 
 logger = logging.getLogger(__name__)
@@ -30,20 +31,6 @@ CONSENT_TEXT = (
 def verdict(age: float, spread: float, threshold: float) -> str:
     """Ask for ID when the estimate, or its plausible range, reaches below the threshold."""
     return ASK_FOR_ID if age - spread < threshold else NO_ID_NEEDED
-
-
-class SafeImage(gr.Image):
-    """gr.Image whose decoding errors become a readable message (the built-in one leaks a temp path)."""
-
-    is_template = True  # drawn by gr.Image's own frontend; without it the page looks for a custom "safeimage" one and shows no photo input
-
-    def preprocess(self, payload: Any) -> Any:
-        try:
-            return super().preprocess(payload)
-        except Image.DecompressionBombError as error:  # Pillow's message gives the size, not the path
-            raise gr.Error(f"This image is too large to open safely: {error} Use a photo under {MAX_PIXELS // 1_000_000} MP.") from None
-        except Exception as error:  # Pillow raises many kinds for broken files
-            raise gr.Error(f"This file could not be opened as an image ({type(error).__name__}). Upload a JPEG, PNG or WebP photo.") from None
 
 
 def draw_faces(photo: Image.Image, faces: list[Any], threshold: float) -> Image.Image:
@@ -150,7 +137,7 @@ def build_predict_tab(state: AppState, examples: list[str]) -> None:
             estimate = gr.Button("Estimate age", variant="primary", elem_id="estimate")
             example_set = gr.Examples(examples=examples, inputs=photo, label="Example photos") if examples else None
         with gr.Column(scale=1):
-            annotated = gr.Image(label="Faces", elem_id="annotated", interactive=False, height=360, format="jpeg")
+            annotated = gr.Image(label="Result", elem_id="annotated", interactive=False, height=360, format="jpeg")
             summary = gr.Markdown(elem_id="verdict")
             table = gr.Dataframe(headers=TABLE_HEADERS, datatype=["number", "number", "number", "str", "number"],
                                  label="Faces", interactive=False, elem_id="faces_table")

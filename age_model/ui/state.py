@@ -82,13 +82,26 @@ class AppState:
         mae = self.metrics.get("test_mae")
         accuracy = f" Test MAE {mae:.1f} years." if isinstance(mae, (int, float)) else ""
         return (f"Model `{self.model_version}` ({Path(settings.base_model).name or 'unknown'} backbone, {settings.head} head)."
-                f"{accuracy} Uncertainty from {self.predictor.spread_basis}. "
+                f"{accuracy} The ± is {spread_meaning(self.predictor.spread_basis)}. "
                 "An estimate supports a cashier's decision to ask for ID; it never replaces it.")
 
     def health(self) -> dict[str, Any]:
         return {"status": "ok" if self.predictor is not None else "degraded", "model": self.model,
                 "model_loaded": self.predictor is not None, "model_error": self.model_error,
                 "store": self.store_url if self.store is not None else None, "store_error": self.store_error}
+
+
+def spread_meaning(basis: str) -> str:
+    """The predictor's spread basis (e.g. ``calibration+flip``) in words for the page."""
+    parts = {
+        "head": "the model's own uncertainty",
+        "calibration": "the typical error the model made at that age on held-out faces",
+        "flip": "how much the estimate changes when the photo is mirrored",
+    }
+    words = [parts[p] for p in basis.split("+") if p in parts]
+    if not words:
+        return "a fixed 10 years: this model carries no uncertainty calibration"
+    return words[0] if len(words) == 1 else ", ".join(words[:-1]) + " and " + words[-1]
 
 
 def _read_metrics(model: str) -> dict[str, Any]:
