@@ -43,6 +43,9 @@ def build_parser() -> argparse.ArgumentParser:
                         help="face detection score threshold, 0-1 (default 0.7; lower finds more, partly hidden faces)")
     parser.add_argument("--batch-size", type=int, default=32, help="faces per forward pass (default 32)")
     parser.add_argument("--device", default=None, help="torch device, e.g. cpu or cuda (default: cuda if available)")
+    parser.add_argument("--threads", type=int, default=None,
+                        help="CPU threads for torch and OpenCV (default: the libraries' own; 1 was 10x faster "
+                             "than 2 on a busy 2-core machine)")
     return parser
 
 
@@ -50,6 +53,12 @@ def load_predictor(args: argparse.Namespace):  # -> AgePredictor, imported lazil
     from age_model.faces import DEFAULT_SCORE_THRESHOLD
     from age_model.predictor import AgePredictor
 
+    if args.threads:
+        import cv2
+        import torch
+
+        torch.set_num_threads(args.threads)
+        cv2.setNumThreads(args.threads)
     model = args.model or default_model()
     if not Path(model).expanduser().exists() and not _looks_like_hub_id(model, explicit=args.model is not None):
         raise SystemExit(_no_model_message(model, explicit=args.model is not None))

@@ -146,7 +146,16 @@ def test_bad_model_path_is_a_clear_error(tmp_path: Path) -> None:
 def test_cli_json_lines_parse(tiny_model_dir: Path, photos: list[Path], tmp_path: Path, capsys) -> None:
     broken = tmp_path / "broken.jpg"
     broken.write_bytes(b"\xff\xd8\xff garbage")
-    code = cli.main(["--model", str(tiny_model_dir), "--json", "--no-tta", str(photos[0]), str(broken)])
+    import cv2
+    import torch
+
+    threads = (torch.get_num_threads(), cv2.getNumThreads())
+    try:
+        code = cli.main(["--model", str(tiny_model_dir), "--json", "--no-tta", "--threads", "1", str(photos[0]), str(broken)])
+        assert torch.get_num_threads() == 1
+    finally:  # the option is process-wide: give the other tests their threads back
+        torch.set_num_threads(threads[0])
+        cv2.setNumThreads(threads[1])
     lines = capsys.readouterr().out.strip().splitlines()
     assert code == cli.EXIT_OK and len(lines) == 2
     first, second = (json.loads(line) for line in lines)
