@@ -29,6 +29,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--examples", metavar="FOLDER", help="folder of example photos (default: examples/)")
     parser.add_argument("--queue-size", type=int, default=32, help="requests waiting at most before new ones are refused (default %(default)s)")
     parser.add_argument("--max-file-size", default="20mb", help="largest upload accepted (default %(default)s)")
+    parser.add_argument("--threads", type=int, default=None, help="CPU threads for the model (default: torch's choice; 1 is faster when other work shares the CPU)")
     parser.add_argument("--push-feedback-to", metavar="REPO_ID", help="push the feedback dataset to this Hub dataset repo on a schedule")
     parser.add_argument("--push-every", type=float, default=60.0, metavar="MINUTES", help="minutes between scheduled pushes (default %(default)s)")
     return parser.parse_args(argv)
@@ -52,6 +53,10 @@ def read_annotators(path: str | None) -> dict[str, str]:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.INFO)
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)
     from age_model.ui.server import ServerOptions, serve
     from age_model.ui.state import DEFAULT_STORE, resolve_model
 

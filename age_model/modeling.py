@@ -129,10 +129,12 @@ def head_parameter_names(model: PreTrainedModel) -> set[str]:
 
 
 def configure_processor(processor: Any, image_size: int) -> Any:
-    """Make the image processor resize the whole crop to ``image_size`` square, without a centre crop.
+    """Make the image processor bring a face crop to ``image_size`` without cutting into a square crop.
 
-    The face crop already fixes the framing; a further centre crop would cut off chin and forehead
-    differently at train and serve time.
+    Square crops (UTKFace chips, the "square" and "aligned" styles) pass whole. A non-square crop
+    (APPA-REAL's box + 40 % margin) keeps its centre square with processors that resize the short
+    side (ConvNeXt/EfficientNet/ResNet): part of the margin above and below the face is lost, the
+    same way in training and serving, so the framing still matches.
     """
     size = getattr(processor, "size", None)
     if size is not None and (getattr(size, "shortest_edge", None) or (isinstance(size, dict) and "shortest_edge" in size)):
