@@ -13,6 +13,7 @@ os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
 import gradio as gr  # noqa: E402  (the environment above must be set before gradio is imported)
 import uvicorn  # noqa: E402
 from fastapi import FastAPI  # noqa: E402
+from fastapi.responses import RedirectResponse  # noqa: E402
 
 from age_model.ui.predict import build_predict_tab  # noqa: E402
 from age_model.ui.state import REPO_ROOT, AppState  # noqa: E402
@@ -74,10 +75,17 @@ def create_app(options: ServerOptions, state: AppState | None = None) -> FastAPI
     def healthz() -> dict:
         return state.health()
 
+    @app.get("/annotate", include_in_schema=False)
+    def annotate_without_slash() -> RedirectResponse:  # else the demo mounted at / answers 404
+        return RedirectResponse("annotate/")
+
     common = dict(max_file_size=options.max_file_size, show_error=True, run_history=False, footer_links=["api"])
     auth = list(options.annotators.items()) or None
+    from age_model.ui.annotate import ANNOTATE_CSS, ANNOTATE_HEAD  # keyboard shortcuts: Gradio 6 takes them at mount
+
     app = gr.mount_gradio_app(app, build_annotator_app(state, options), path="/annotate", auth=auth,
-                              auth_message="agecheck annotators: log in with the name and password you were given.", **common)
+                              auth_message="agecheck annotators: log in with the name and password you were given.",
+                              head=ANNOTATE_HEAD, css=ANNOTATE_CSS, **common)
     app = gr.mount_gradio_app(app, build_demo(state, options), path="/", **common)
     app.state.agecheck = state
     return app
