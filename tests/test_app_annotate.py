@@ -286,6 +286,8 @@ def test_browser_login_correct_with_keyboard_and_see_progress(app, store, tmp_pa
             page.screenshot(path=str(ARTIFACTS / "test_browser_annotate.png"), full_page=True)
             page.get_by_role("tab", name="Stats").click()
             expect(page.locator("#stats_summary")).to_contain_text("The whole store")
+            page.locator("#ann_logout").click()
+            expect(page.get_by_label("username")).to_be_visible()
         finally:
             context.close()
 

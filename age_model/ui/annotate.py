@@ -49,7 +49,7 @@ logger = logging.getLogger(__name__)
 SCORE_BATCH = 32  # faces per forward pass of the background scorer
 FIRST_READY = 64  # the data set queue opens once this many rows (or all) are scored
 WAIT_FOR_QUEUE = 20.0  # seconds a request waits for the data set to open before saying so
-CLAIM_TTL = 600.0  # seconds an item stays reserved for the annotator who has it on screen
+CLAIM_TTL = 300.0  # seconds an item stays reserved for the annotator who has it on screen (renewed by each look)
 DATASET, SUBMISSIONS = "dataset", "submissions"
 VOTE_COLUMNS = ["vote", "when (UTC)", "annotator", "age", "replaced", "note"]
 
@@ -642,7 +642,10 @@ def build_annotate_app(state: AppState, options: Any) -> gr.Blocks:
     with gr.Blocks(title="agecheck annotators") as page:
         gr.Markdown("# agecheck annotators\nReview the labels the model suspects most; every decision is a vote "
                     "that can be undone, nothing is overwritten.")
-        whoami = gr.Markdown(elem_id="ann_whoami")
+        with gr.Row(equal_height=True):
+            whoami = gr.Markdown(elem_id="ann_whoami")
+            gr.Button("Log out", link="logout", link_target="_self", size="sm", scale=0, min_width=90,
+                      visible=backend.enabled, elem_id="ann_logout")  # relative: /annotate/logout
         with gr.Tab("Annotate", elem_id="ann_tab"):
             with gr.Column(visible=backend.enabled):  # without logins the page only says how to enable them
                 with gr.Row(equal_height=False):
@@ -686,7 +689,7 @@ def build_annotate_app(state: AppState, options: Any) -> gr.Blocks:
                 user = backend.user(request)
             except gr.Error as error:
                 return (f"**{error.message}**", *empty_view(error.message))
-            header = f"Logged in as **{user}** ([log out](logout)). {backend.status_line()}"
+            header = f"Logged in as **{user}**. {backend.status_line()}"
             try:
                 return (header, *backend.next(queue, request))
             except gr.Error as error:
@@ -711,7 +714,7 @@ def build_annotate_app(state: AppState, options: Any) -> gr.Blocks:
             return backend.undo(queue, sample_id, request)
 
         def refresh_status(request: gr.Request):
-            return f"Logged in as **{request.username}** ([log out](logout)). {backend.status_line()}" if getattr(
+            return f"Logged in as **{request.username}**. {backend.status_line()}" if getattr(
                 request, "username", None) else f"**{HOW_TO_ENABLE}**"
 
         page.load(on_load, inputs=queue_name, outputs=[whoami, *view], api_visibility="private", **many)
