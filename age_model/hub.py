@@ -30,6 +30,7 @@ from age_model.cards import model_card_for_run, render_feedback_card
 
 EXIT_HUB = 2
 MODEL_FILES = ("config.json", "preprocessor_config.json")
+RUN_RECORDS = ("test_metrics.json", "eval_metrics.json", "data_summary.json")  # copied when present: the card's evidence
 WEIGHT_GLOBS = ("model.safetensors", "model.safetensors.index.json", "model-*-of-*.safetensors")
 DATA_SUFFIXES = (".parquet", ".arrow", ".jsonl", ".csv")
 # Never published from a feedback folder: the live store, its journals, locks and half-written files.
@@ -69,14 +70,27 @@ def empty_folder(folder: Path) -> Path:
     return folder
 
 
-def stage_model(run_dir: Path, folder: Path, repo_id: str | None = None) -> Path:
-    """Copy the model files into ``folder`` and write a README.md card regenerated from the run's metrics."""
-    files = model_files(run_dir)
+def stage_model(run_dir: Path, folder: Path, repo_id: str | None = None, fp16: bool = False) -> Path:
+    """Copy the model files (and the run's metric records) into ``folder`` with a README.md card
+    regenerated from the run's metrics; ``fp16`` halves the weights (what the repo ships in models/)."""
+    files = model_files(run_dir) + [run_dir / name for name in RUN_RECORDS if (run_dir / name).is_file()]
     empty_folder(folder)
     for path in files:
-        shutil.copy2(path, folder / path.name)
+        if fp16 and path.suffix == ".safetensors":
+            halve_safetensors(path, folder / path.name)
+        else:
+            shutil.copy2(path, folder / path.name)
     model_card_for_run(run_dir, hub_model_id=repo_id).save(folder / "README.md")
     return folder
+
+
+def halve_safetensors(source: Path, target: Path) -> None:
+    """fp32 weights to fp16 (other dtypes kept); loading casts back with `dtype=torch.float32`."""
+    import torch
+    from safetensors.torch import load_file, save_file
+
+    tensors = {k: v.half() if v.dtype == torch.float32 else v for k, v in load_file(str(source)).items()}
+    save_file(tensors, str(target), metadata={"format": "pt"})
 
 
 def data_files(export_dir: Path) -> list[Path]:
@@ -170,7 +184,7 @@ def upload(
 
 def push_model(
     run_dir: str | Path, repo_id: str, *, private: bool = True, token: str | None = None,
-    dry_run: str | Path | None = None, api: HfApi | None = None,
+    dry_run: str | Path | None = None, api: HfApi | None = None, fp16: bool = False,
 ) -> str:
     """Push a train.py run (weights, config, processor, regenerated card); with ``dry_run``, only write that folder.
 
@@ -179,9 +193,9 @@ def push_model(
     run_dir = Path(run_dir)
     validate_repo_id(repo_id)
     if dry_run is not None:
-        return str(stage_model(run_dir, Path(dry_run), repo_id))
+        return str(stage_model(run_dir, Path(dry_run), repo_id, fp16))
     model_files(run_dir)  # fail on a wrong folder before asking for a token
-    return upload(lambda folder: stage_model(run_dir, folder, repo_id), repo_id, "model",
+    return upload(lambda folder: stage_model(run_dir, folder, repo_id, fp16), repo_id, "model",
                   private=private, token=token, api=api, local=run_dir, what="model")
 
 
@@ -248,14 +262,16 @@ def build_parser() -> argparse.ArgumentParser:
         visibility.add_argument("--public", dest="private", action="store_false", help="create the repo public")
         command.add_argument("--dry-run", type=Path, metavar="OUT_DIR", help="write the folder that would be uploaded into OUT_DIR; upload nothing")
         command.add_argument("--token", help="Hub token (default: HF_TOKEN, then `hf auth login`); visible in shell history")
+    commands.choices["push-model"].add_argument("--fp16", action="store_true", help="store the weights in fp16 (half the size; loads back as fp32)")
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     push, source = (push_model, args.run_dir) if args.command == "push-model" else (push_feedback, args.export_dir)
+    extra = {"fp16": args.fp16} if args.command == "push-model" else {}
     try:
-        result = push(source, args.repo_id, private=args.private, token=args.token, dry_run=args.dry_run)
+        result = push(source, args.repo_id, private=args.private, token=args.token, dry_run=args.dry_run, **extra)
     except HubError as error:
         print(error, file=sys.stderr)
         return EXIT_HUB

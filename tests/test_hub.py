@@ -17,7 +17,9 @@ from age_model import hub
 from age_model.cards import render_feedback_card
 from tests.conftest import REPO_ROOT, make_tiny_model
 
-MODEL_UPLOAD = {"README.md", "config.json", "model.safetensors", "preprocessor_config.json"}
+# the model, its processor, the regenerated card and the metric records behind it; no checkpoints or logs
+MODEL_UPLOAD = {"README.md", "config.json", "model.safetensors", "preprocessor_config.json",
+                "test_metrics.json", "eval_metrics.json", "data_summary.json"}
 
 
 @pytest.fixture(scope="module")
@@ -245,3 +247,24 @@ def test_feedback_scheduler_without_token_or_hub(tmp_path: Path, monkeypatch: py
     with pytest.raises(hub.HubError, match="stays local in") as caught:
         hub.make_feedback_scheduler(tmp_path, "acme/fb", 5, hf_api=api)
     assert "--dry-run" not in str(caught.value)  # the app has no command line to add it to
+
+
+def test_fp16_staging_halves_weights_and_loads_back_as_fp32(tmp_path):
+    import torch
+
+    from age_model.hub import main as hub_main
+    from age_model.modeling import load_age_model
+    from tests.conftest import make_tiny_model
+
+    run = make_tiny_model(tmp_path / "run")
+    (run / "test_metrics.json").write_text('{"test_mae": 5.5, "test_n": 10}')
+    out = tmp_path / "ship"
+    assert hub_main(["push-model", str(run), "--repo-id", "org/tiny", "--dry-run", str(out), "--fp16"]) == 0
+    assert (out / "model.safetensors").stat().st_size < 0.6 * (run / "model.safetensors").stat().st_size
+    assert (out / "test_metrics.json").is_file()
+    full, _, _ = load_age_model(str(run))
+    half, _, _ = load_age_model(str(out))
+    assert next(half.parameters()).dtype == torch.float32
+    pixels = torch.rand(1, 3, 64, 64)
+    with torch.inference_mode():
+        assert torch.allclose(full(pixel_values=pixels).logits, half(pixel_values=pixels).logits, atol=1e-2)
