@@ -1,7 +1,7 @@
 """Helpers for the app tests (API and browser) and the README screenshots.
 
-`python -m tests.app_support screenshots` retakes docs/screenshots/*.png with the best model at
-hand (runs/utk-lite0-160, else its latest checkpoint, else a tiny random model) and only the
+`python -m tests.app_support screenshots` retakes docs/screenshots/*.png with the shipped model
+(else a tiny random model) and only the
 public-domain example photo (never the research-only fixture faces).
 """
 
@@ -86,20 +86,10 @@ def launch_chromium(playwright, profile: str | Path, y4m: str | Path | None = No
 
 
 def demo_model(work: Path) -> tuple[Path, str]:
-    """The most real-looking model here, and what it is: the finished training run, its latest
-    checkpoint (copied into `work`), or (for layout only) a tiny random model made in `work`."""
-    run = REPO_ROOT / "runs" / "utk-lite0-160"
-    if (run / "config.json").is_file():
-        return run, "trained model"
-    checkpoints = sorted(run.glob("checkpoint-*"), key=lambda p: int(p.name.rsplit("-", 1)[-1]) if p.name.rsplit("-", 1)[-1].isdigit() else -1)
-    if checkpoints and (checkpoints[-1] / "config.json").is_file():
-        # A copy of what inference needs: the running training may delete old checkpoints at any time.
-        copy = work / f"{run.name}-{checkpoints[-1].name}"
-        copy.mkdir()
-        for name in ("config.json", "model.safetensors", "preprocessor_config.json", "test_metrics.json"):
-            if (checkpoints[-1] / name).is_file():
-                shutil.copy2(checkpoints[-1] / name, copy / name)
-        return copy, f"checkpoint {checkpoints[-1]}"
+    """The model the app ships (models/agecheck-default), or (for layout only) a tiny random model made in `work`."""
+    shipped = REPO_ROOT / "models" / "agecheck-default"
+    if (shipped / "config.json").is_file():
+        return shipped, "shipped model"
     sys.path.insert(0, str(REPO_ROOT))
     from tests.conftest import make_tiny_model
 
