@@ -297,7 +297,7 @@ def test_browser_login_correct_with_keyboard_and_see_progress(app, store, tmp_pa
 
 def take_readme_screenshot(dest: Path = README_SHOT) -> Path:
     """docs/screenshots/annotate.png: the submissions queue of a store seeded with the public-domain
-    example photo's face crop only, with the trained model (or its latest checkpoint), else a tiny random one."""
+    example photo's face crop only, with the shipped model, else a tiny random one."""
     from PIL import Image
     from playwright.sync_api import expect, sync_playwright
 
@@ -306,9 +306,8 @@ def take_readme_screenshot(dest: Path = README_SHOT) -> Path:
     from tests.conftest import make_tiny_model
 
     work = Path(tempfile.mkdtemp(prefix="agecheck-annotate-shot-"))
-    run = REPO_ROOT / "runs" / "utk-lite0-160"
-    checkpoints = sorted(run.glob("checkpoint-*/config.json"), key=lambda p: int(p.parent.name.split("-")[1]))
-    model = run if (run / "config.json").is_file() else checkpoints[-1].parent if checkpoints else make_tiny_model(work / "tiny")
+    shipped = REPO_ROOT / "models" / "agecheck-default"
+    model = shipped if (shipped / "config.json").is_file() else make_tiny_model(work / "tiny")
     predictor = AgePredictor(model)
     faces, crops = predictor.find_faces(Image.open(EXAMPLE_PHOTO).convert("RGB"))
     ages, _ = predictor.predict_crops(crops[:1])
