@@ -15,6 +15,7 @@ Sources (``detect_format`` recognises them; ``--data-format`` forces one):
 from __future__ import annotations
 
 import hashlib
+import io
 import logging
 import random
 import re
@@ -340,8 +341,6 @@ def _image_row(image_path: Path, where: Path, line: int, report: LoadReport, opt
     data = image_path.read_bytes()
     if options.verify_images:
         try:
-            import io
-
             with PILImage.open(io.BytesIO(data)) as image:
                 image.verify()
         except (UnidentifiedImageError, OSError, SyntaxError) as error:
