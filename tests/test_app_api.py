@@ -167,8 +167,9 @@ def report(client: Client, photo: Path, real_age, consent: bool, face_number: in
     return client.predict(handle_file(str(photo)), face_number, real_age, consent, note, api_name="/report_age")
 
 
-def test_report_age_stores_a_consented_correction(client, app_url):
+def test_report_age_stores_a_consented_correction(client, app_url, tiny_model_dir):
     from age_model.feedback import FeedbackStore
+    from age_model.predictor import AgePredictor
 
     message = report(client, EXAMPLE_PHOTO, 42, True, note="api test")
     assert message.startswith("Thank you") and "42" in message
@@ -179,6 +180,11 @@ def test_report_age_stores_a_consented_correction(client, app_url):
         assert (vote.source, vote.consent, vote.age, vote.kind) == ("upload", True, 42.0, "vote")
         assert vote.model_age is not None and math.isfinite(vote.model_age)
         assert vote.model_version and store.image_file(vote.sample_id).is_file()
+        stored = Image.open(store.image_file(vote.sample_id))
+        assert stored.format == "PNG" and not stored.info.get("exif")
+    # the stored crop is exactly what the model scored: annotators and retraining see the same pixels
+    ages, _ = AgePredictor(tiny_model_dir).predict_crops([stored.convert("RGB")])
+    assert ages[0] == pytest.approx(vote.model_age, abs=1e-3)
 
 
 @pytest.mark.parametrize(("real_age", "consent", "words"), [

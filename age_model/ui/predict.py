@@ -1,5 +1,6 @@
 """The Predict tab: a photo in, every face boxed with `age ± spread` and a Challenge-25 verdict out."""
 
+import io
 import logging
 from pathlib import Path
 from typing import Any
@@ -93,6 +94,14 @@ def _summary(result: Any, threshold: float) -> str:
     return f"{head}\n{detail} Took {result.seconds * 1000:.0f} ms."
 
 
+def lossless_bytes(crop: Image.Image) -> bytes:
+    """The face crop as PNG: the exact pixels the model scored (a JPEG re-encode moved an uncertain
+    estimate by 6 years). load_image already dropped EXIF and every other metadata from the photo."""
+    buffer = io.BytesIO()
+    crop.save(buffer, format="PNG", optimize=True)
+    return buffer.getvalue()
+
+
 def report_age(state: AppState, photo_path: str | None, face_number: float | None, real_age: float | None,
                consent: bool, note: str, source: str | None, request: gr.Request | None = None) -> str:
     """"This is wrong, the real age is N": the face crop and the age go into the feedback store."""
@@ -113,8 +122,9 @@ def report_age(state: AppState, photo_path: str | None, face_number: float | Non
     user = getattr(request, "username", None) or "stakeholder"
     try:
         vote = store.add_upload(
-            crops[number - 1], real_age, user, consent=True, source=source or "upload", model_age=float(ages[0]),
-            model_version=state.model_version, note=(note or None), original_name=Path(photo_path).name,
+            lossless_bytes(crops[number - 1]), real_age, user, consent=True, source=source or "upload",
+            model_age=float(ages[0]), model_version=state.model_version, note=(note or None),
+            original_name=Path(photo_path).name, strip=False,
         )
     except ValueError as error:  # the store's validation errors say what was wrong
         raise gr.Error(str(error)) from None
