@@ -302,6 +302,7 @@ def take_readme_screenshot(dest: Path = README_SHOT) -> Path:
     from playwright.sync_api import expect, sync_playwright
 
     from age_model.predictor import AgePredictor
+    from age_model.ui.predict import lossless_bytes
     from age_model.ui.server import BackgroundServer, ServerOptions
     from tests.conftest import make_tiny_model
 
@@ -313,7 +314,7 @@ def take_readme_screenshot(dest: Path = README_SHOT) -> Path:
     ages, _ = predictor.predict_crops(crops[:1])
     store_url = f"sqlite:///{work}/fb.db"
     with FeedbackStore(store_url) as store:  # two votes 12 years apart: the item needs another look
-        upload = store.add_upload(crops[0], 41, "stakeholder", consent=True, model_age=float(ages[0]),
+        upload = store.add_upload(lossless_bytes(crops[0]), 41, "stakeholder", consent=True, model_age=float(ages[0]), strip=False,
                                   model_version=model.name, original_name=EXAMPLE_PHOTO.name)
         store.add_vote(upload.sample_id, 53, "bob")
     options = ServerOptions(model=str(model), store=store_url, annotators={"alice": "pw1"}, port=free_port())
