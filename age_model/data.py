@@ -237,7 +237,7 @@ def _load_hub(source: str | Path, options: LoadOptions) -> tuple[DatasetDict, Lo
         split = split.cast_column("image", Image())
         split = split.cast_column("age", Value("float32"))
         if "id" not in split.column_names:
-            split = split.map(_hash_decoded, desc=f"hashing {name}")
+            split = split.add_column("id", _content_ids(split))
         if "source" not in split.column_names:
             split = split.add_column("source", [str(source)] * len(split))
         renamed[SPLIT_ALIASES.get(name.lower(), name)] = split
@@ -411,13 +411,11 @@ def _pick_column(dataset: DatasetDict, candidates: Iterable[str], role: str, sou
     raise DataError(f"{source}: no {role} column among {columns}. Name it with --{role}-column.")
 
 
-def _hash_decoded(example: dict[str, Any]) -> dict[str, Any]:
-    """sha256 of the stored image bytes, or of the decoded pixels when the bytes are gone."""
-    image = example["image"]
-    raw = getattr(image, "filename", None)
-    if raw and Path(raw).is_file():
-        return {"id": hashlib.sha256(Path(raw).read_bytes()).hexdigest()}
-    return {"id": hashlib.sha256(image.tobytes()).hexdigest()}
+def _content_ids(split: Dataset) -> list[str]:
+    """sha256 of each image's stored bytes (embedded, or the file a path names): the same id the
+    feedback store gives the same image, so corrections match rows of any source."""
+    raw = split.cast_column("image", Image(decode=False))["image"]
+    return [hashlib.sha256(item["bytes"] if item.get("bytes") else Path(item["path"]).read_bytes()).hexdigest() for item in raw]
 
 
 def describe(dataset: DatasetDict) -> dict[str, Any]:
