@@ -35,7 +35,9 @@ from pathlib import Path
 from typing import Any
 
 import datasets
-from huggingface_hub import DatasetCard, DatasetCardData
+
+from age_model.cards import render_feedback_card
+from age_model.hub import push_feedback
 
 from .aggregate import active_votes, agreement
 from .records import UPLOAD_SOURCES, Status
@@ -166,37 +168,6 @@ def feedback_stats(store: FeedbackStore, *, license: str = DEFAULT_LICENSE) -> d
     }
 
 
-def _minimal_card(stats: dict[str, Any]) -> DatasetCard:
-    """Fallback card when ``age_model.cards`` is not available: the same numbers, little prose."""
-    data = DatasetCardData(
-        pretty_name="agecheck feedback: age labels from annotators", license="other",
-        license_name=stats.get("license") or DEFAULT_LICENSE, task_categories=["image-classification"],
-        tags=["age-estimation", "faces", "human-feedback", "agecheck"],
-    )
-    agree = stats.get("agreement") or {}
-    lines = [
-        "---", data.to_yaml(), "---", "", "# agecheck feedback", "",
-        "One row per labelled sample: `age` is the mean of the annotators' votes, `age_std` their spread.",
-        "Third-party data set samples are corrections only (`id` = sha256 of the original image file, no image);",
-        "uploads are included only with their subject's consent.", "",
-        f"- samples: {stats.get('num_samples')}, votes: {stats.get('num_votes')}, rows: {stats.get('num_rows')}",
-        f"- annotators: {len(stats.get('annotators') or {})}",
-        f"- agreement: mean |diff| {agree.get('mean_abs_diff')}, share within 5 years {agree.get('within_5')}",
-        f"- statuses: {stats.get('statuses')}", f"- sources: {stats.get('sources')}",
-        f"- consent (uploads): {stats.get('consent')}", f"- license: {stats.get('license')}", "",
-    ]
-    return DatasetCard("\n".join(lines))
-
-
-def render_card(stats: dict[str, Any]) -> DatasetCard:
-    """The team's card renderer (``age_model.cards.render_feedback_card``) if present, else a minimal one."""
-    try:
-        from age_model.cards import render_feedback_card
-    except ImportError:
-        return _minimal_card(stats)
-    return render_feedback_card(stats)
-
-
 def export_feedback(
     store: FeedbackStore | str, out: str | Path, *, include_dataset_images: bool = False,
     license: str = DEFAULT_LICENSE, overwrite: bool = False,
@@ -219,7 +190,7 @@ def export_feedback(
             _table(votes, VOTE_FEATURES).to_parquet(str(tmp / VOTES_FILE))
             stats = feedback_stats(store_, license=license)
             stats.update(num_rows=len(table), include_dataset_images=include_dataset_images)
-            render_card(stats).save(str(tmp / "README.md"))
+            render_feedback_card(stats).save(str(tmp / "README.md"))
             if out.exists():
                 shutil.rmtree(out)
             tmp.rename(out)
@@ -235,20 +206,9 @@ def export_feedback(
 def push_export(
     folder: str | Path, repo_id: str, *, private: bool = True, token: str | None = None, api: Any = None,
 ) -> str:
-    """Upload an export folder to a Hub dataset repo (created if missing, private by default: face
-    photos); return the commit or repo URL. Goes through ``age_model.hub.push_feedback`` (token
-    lookup, staging, one clear error) when that module is there."""
+    """Upload an export folder to a Hub dataset repo (private by default: face photos) through
+    ``age_model.hub.push_feedback``: token lookup, staging without local-only files, one clear error."""
     folder = Path(folder)
     if not (folder / "README.md").is_file() or not (folder / DATA_FILE).is_file():
         raise FileNotFoundError(f"{folder} is not a feedback export (README.md and {DATA_FILE} expected)")
-    try:
-        from age_model.hub import push_feedback
-    except ImportError:
-        from huggingface_hub import HfApi
-
-        api = api or HfApi(token=token)
-        url = api.create_repo(repo_id, repo_type="dataset", private=private, exist_ok=True)
-        api.upload_folder(folder_path=str(folder), repo_id=repo_id, repo_type="dataset",
-                          commit_message="Update agecheck feedback export")
-        return str(url)
     return push_feedback(folder, repo_id, private=private, token=token, api=api)
