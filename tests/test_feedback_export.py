@@ -11,7 +11,7 @@ from pathlib import Path
 import datasets
 import pytest
 
-from age_model.feedback import FeedbackStore, Status
+from age_model.feedback import FeedbackError, FeedbackStore, Status
 from age_model.feedback.cli import main
 from age_model.feedback.export import export_feedback
 from age_model.feedback.merge import apply_feedback
@@ -185,3 +185,11 @@ def test_push_export_goes_through_the_hub_module(store: FeedbackStore, tmp_path:
     assert "README.md" in calls["files"] and "data/train-00000-of-00001.parquet" in calls["files"]
     with pytest.raises(FileNotFoundError, match="not a feedback export"):
         push_export(tmp_path, "org/feedback", token="hf_test", api=FakeApi())
+
+
+def test_apply_feedback_refuses_a_store_that_does_not_exist(tmp_path: Path) -> None:
+    """A mistyped store URL must fail loudly, not create an empty store and apply nothing."""
+    missing = tmp_path / "no-such" / "feedback.db"
+    with pytest.raises(FeedbackError):
+        apply_feedback(datasets.DatasetDict(), f"sqlite:///{missing}")
+    assert not missing.exists()

@@ -32,7 +32,7 @@ def load_feedback(feedback: str | os.PathLike[str] | datasets.Dataset) -> datase
     if isinstance(feedback, datasets.Dataset):
         table = feedback
     elif isinstance(feedback, str) and "://" in feedback:
-        with FeedbackStore(feedback, startup_check=False) as store:
+        with FeedbackStore(feedback, startup_check=False, create=False) as store:  # a mistyped URL must fail, not make an empty store
             table = feedback_dataset(store)
     else:
         path = Path(feedback)
