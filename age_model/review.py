@@ -212,32 +212,25 @@ class ReviewQueue:
 
     @classmethod
     def for_submissions(
-        cls, store: FeedbackStore, *, predictions: Predictions = None,
+        cls, store: FeedbackStore, *, predictions: Mapping[str, Any] | None = None,
         sources: Iterable[str] = UPLOAD_SOURCES, **kwargs: Any,
     ) -> ReviewQueue:
-        """A queue over the stakeholders' uploads in the store, re-read on every call."""
+        """A queue over the stakeholders' uploads in the store, re-read on every call.
+
+        ``predictions`` maps sample ids to ``(age, spread)``; without it each upload's recorded
+        model estimate is used.
+        """
         wanted = sorted(sources)
-        cache: dict[str, tuple[float | None, float | None]] = {}
-
-        def estimate(sample_id: str, path: Path | None, recorded: float | None) -> tuple[float | None, float | None]:
-            if isinstance(predictions, Mapping):
-                return _pair(predictions.get(sample_id))
-            if callable(predictions) and path is not None:
-                if sample_id not in cache:
-                    from PIL import Image
-
-                    with Image.open(path) as im:
-                        a, s = _call(predictions, [im.convert("RGB")])
-                    cache[sample_id] = (a[0], s[0])
-                return cache[sample_id]
-            return recorded, None
 
         def load() -> list[Candidate]:
-            labels = store.labels(sources=wanted)
+            recorded = {} if predictions is not None else store.labels(sources=wanted)
             out = []
             for sample in store.samples(sources=wanted):
-                lab = labels.get(sample.sample_id)
-                age, spread = estimate(sample.sample_id, sample.image_path, lab.model_age if lab else None)
+                if predictions is not None:
+                    age, spread = _pair(predictions.get(sample.sample_id))
+                else:
+                    label = recorded.get(sample.sample_id)
+                    age, spread = (label.model_age if label else None), None
                 out.append(Candidate(sample_id=sample.sample_id, source=sample.source, original_label=sample.original_label,
                                      original_name=sample.original_name, model_age=age, model_spread=spread))
             return out
