@@ -197,15 +197,17 @@ class AgePredictor:
         return result, list(zip(faces, crops))
 
     def _estimate_pending(self, results: list[PhotoResult], pending: list[tuple[int, Face, Image.Image]]) -> None:
-        for chunk in _chunks(pending, self.batch_size):
-            start = time.perf_counter()
-            ages, spreads = self.estimate(self.preprocess([crop for _, _, crop in chunk]))
-            share = (time.perf_counter() - start) / len(chunk)
-            for (index, face, _), age, spread in zip(chunk, ages, spreads):
-                result = results[index]
-                result.faces.append(FaceEstimate(box=_clip_box(face.box, result.size), age=float(age),
-                                                 spread=float(spread), score=float(face.score)))
-                result.seconds += share
+        """One forward pass over at most ``batch_size`` faces (``predict`` cuts the batches)."""
+        if not pending:
+            return
+        start = time.perf_counter()
+        ages, spreads = self.estimate(self.preprocess([crop for _, _, crop in pending]))
+        share = (time.perf_counter() - start) / len(pending)
+        for (index, face, _), age, spread in zip(pending, ages, spreads):
+            result = results[index]
+            result.faces.append(FaceEstimate(box=_clip_box(face.box, result.size), age=float(age),
+                                             spread=float(spread), score=float(face.score)))
+            result.seconds += share
 
 
 def _clip_box(box: Sequence[float], size: tuple[int, int] | None) -> tuple[float, float, float, float]:
