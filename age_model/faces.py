@@ -155,7 +155,7 @@ def _to_rgb(image: Image.Image) -> Image.Image:
         return _high_depth_to_l(image).convert("RGB")
     if image.mode in ("P", "PA") and (image.mode == "PA" or "transparency" in image.info):
         image = image.convert("RGBA")
-    if image.mode in ("LA", "La", "RGBa", "PA"):
+    if image.mode in ("LA", "La", "RGBa"):
         image = image.convert("RGBA")
     if image.mode == "RGBA":
         white = Image.new("RGBA", image.size, (255, 255, 255, 255))
@@ -334,6 +334,8 @@ def crop_face(image: Image.Image, face_or_box: Face | Sequence[float], margin: f
 
 def crop_options(settings: Any = None, margin: float | None = None) -> dict[str, Any]:
     """The :func:`crop_face` keyword arguments a model's ``AgeSettings`` (or a bare margin) asks for."""
+    if isinstance(settings, (int, float)):
+        settings, margin = None, settings
     if settings is None:
         return {"margin": 0.4 if margin is None else float(margin), "style": "box"}
     return {
@@ -355,11 +357,7 @@ def largest_face_crop(image: ImageSource, settings_or_margin: Any = 0.4,
     faces = detect_faces(photo, score_threshold)
     if not faces:
         return None
-    if isinstance(settings_or_margin, (int, float)):
-        options = crop_options(margin=float(settings_or_margin))
-    else:
-        options = crop_options(settings_or_margin)
-    return crop_face(photo, faces[0], **options)
+    return crop_face(photo, faces[0], **crop_options(settings_or_margin))
 
 
 # --------------------------------------------------------------------------- calibration
