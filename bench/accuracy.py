@@ -77,9 +77,8 @@ def ours(model: str, tta: bool, device: str | None) -> Estimator:
 
     def photos(images: list[Image.Image]) -> np.ndarray:
         ages = []
-        for result in predictor.predict(images):
-            faces = sorted(result.faces, key=lambda f: (f.box[2] - f.box[0]) * (f.box[3] - f.box[1]))
-            ages.append(faces[-1].age if faces else math.nan)
+        for result in predictor.predict(images):  # faces come largest first, the subject the app would pick
+            ages.append(result.faces[0].age if result.faces else math.nan)
         return np.asarray(ages, dtype=float)
 
     flip = "flip TTA on" if tta else "flip TTA off"
