@@ -64,10 +64,10 @@ class FsckReport:
         }
 
 
-def _bad_votes(conn: Connection) -> list[int]:
+def _bad_votes(conn: Connection, known: set[str]) -> tuple[int, list[int]]:
+    """How many votes there are, and the ids of those that point nowhere or retract wrongly (one read)."""
     v = schema.votes
     rows = {r.id: r for r in conn.execute(select(v.c.id, v.c.kind, v.c.sample_id, v.c.annotator, v.c.retracts, v.c.age))}
-    known = set(conn.execute(select(schema.samples.c.sample_id)).scalars())
     bad = []
     for r in rows.values():
         target = rows.get(r.retracts) if r.retracts is not None else None
@@ -77,7 +77,7 @@ def _bad_votes(conn: Connection) -> list[int]:
             target is None or target.kind != "vote" or target.annotator != r.annotator or target.sample_id != r.sample_id
         ):
             bad.append(r.id)
-    return sorted(bad)
+    return len(rows), sorted(bad)
 
 
 def _sha256_file(path: Path) -> str:
@@ -94,8 +94,7 @@ def fsck(store: FeedbackStore, *, clean: bool = False, verify: bool = False, gra
 
     def read(conn: Connection) -> tuple[dict[str, str | None], int, list[int]]:
         paths = {r.sample_id: r.image_path for r in conn.execute(select(schema.samples.c.sample_id, schema.samples.c.image_path))}
-        count = len(list(conn.execute(select(schema.votes.c.id)).scalars()))
-        return paths, count, _bad_votes(conn)
+        return (paths, *_bad_votes(conn, set(paths)))
 
     # Files are listed *before* the rows are read: a file published after the listing cannot be
     # taken for an orphan, and one listed before its row commits is protected by the grace period.
