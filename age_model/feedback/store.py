@@ -34,7 +34,7 @@ from . import schema
 from .aggregate import aggregate
 from .db import make_engine, run_tx
 from .errors import FeedbackError, InvalidFieldError, NothingToUndoError, StoreConnectionError, UnknownSampleError
-from .images import ImageDir, check_image, check_sample_id, read_image_input, sample_id_of, strip_metadata
+from .images import EXTENSIONS, ImageDir, check_image, check_sample_id, read_image_input, sample_id_of, strip_metadata
 from .records import Label, LabelRules, Sample, Vote
 from .urls import StoreLocation, default_url, parse_store_url
 from .validate import check_age, check_annotator, check_consent, check_optional_age, check_text
@@ -133,9 +133,11 @@ class FeedbackStore:
     # -- samples -------------------------------------------------------------------------------
 
     def _prepare_image(self, image: Any, strip: bool) -> tuple[bytes, str, str]:
-        data = strip_metadata(image) if strip else read_image_input(image)
-        ext = check_image(data)
-        return data, sample_id_of(data), ext
+        if strip:  # strip_metadata decodes (and so checks) the input and writes a JPEG: no second decode
+            data = strip_metadata(image)
+            return data, sample_id_of(data), EXTENSIONS["JPEG"]
+        data = read_image_input(image)
+        return data, sample_id_of(data), check_image(data)
 
     def _ensure_sample(
         self, conn: Connection, sample_id: str, source: str, original_name: str | None,
