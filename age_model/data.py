@@ -418,15 +418,4 @@ def _content_ids(split: Dataset) -> list[str]:
     return [hashlib.sha256(item["bytes"] if item.get("bytes") else Path(item["path"]).read_bytes()).hexdigest() for item in raw]
 
 
-def describe(dataset: DatasetDict) -> dict[str, Any]:
-    """Split sizes and age statistics, for logs and the model card."""
-    summary: dict[str, Any] = {"splits": {}, "age_stats": {}}
-    for name, split in dataset.items():
-        ages = pd.Series(split["age"], dtype=float)
-        summary["splits"][name] = len(split)
-        summary["age_stats"][name] = {"min": float(ages.min()), "median": float(ages.median()),
-                                      "max": float(ages.max()), "mean": round(float(ages.mean()), 2)}
-    return summary
-
-
-__all__ = ["DataError", "LoadOptions", "LoadReport", "load_age_dataset", "detect_format", "describe", "FORMATS"]
+__all__ = ["DataError", "LoadOptions", "LoadReport", "load_age_dataset", "detect_format", "FORMATS"]

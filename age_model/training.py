@@ -22,8 +22,8 @@ from PIL import Image, ImageEnhance, ImageFilter, ImageOps
 from transformers import EvalPrediction, Trainer, TrainerCallback, TrainingArguments
 from transformers.trainer_utils import IntervalStrategy, SaveStrategy, get_last_checkpoint
 
-from age_model.cards import age_band_counts, render_model_card
-from age_model.data import LoadOptions, describe, load_age_dataset
+from age_model.cards import age_band_counts, age_stats, render_model_card
+from age_model.data import LoadOptions, load_age_dataset
 from age_model.hub import HubError, push_model
 from age_model.faces import calibrate_crop, largest_face_crop
 from age_model.metrics import load_age_error
@@ -294,7 +294,8 @@ def run_training(data_args: DataArguments, model_args: ModelArguments, training_
         "name": Path(str(data_args.data)).name or str(data_args.data), "source": str(data_args.data),
         "format": report.data_format, "target": data_args.target, "faces": faces, "photos_without_face": dropped,
         "skipped_rows": report.skipped, "feedback": feedback_summary, "from_scratch": is_config_only(model_args.base_model),
-        **describe(dataset), "age_bands": age_band_counts(train_ages),
+        "splits": {name: len(split) for name, split in dataset.items()},
+        "age_stats": {name: age_stats(split["age"]) for name, split in dataset.items()}, "age_bands": age_band_counts(train_ages),
     }
     model = build_age_model(model_args.base_model, settings)
     if training_args.channels_last:
