@@ -22,7 +22,7 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO_ROOT))
 
 from age_model.faces import crop_face, crop_options, detect_faces, load_image  # noqa: E402
-from age_model.predict import default_model  # noqa: E402
+from age_model.predict import load_predictor  # noqa: E402  (the CLI's loading: threads, default model, clear errors)
 
 SHARED = Path(os.environ.get("AGECHECK_SHARED", REPO_ROOT.parent / "shared"))
 STAGES = ("decode", "detect", "crop", "preprocess", "model")
@@ -127,22 +127,13 @@ def machine_info(predictor) -> str:
 
 def main() -> None:
     args = parse_args()
-    if args.threads:
-        import cv2
-        import torch
 
-        torch.set_num_threads(args.threads)
-        cv2.setNumThreads(args.threads)
-    from age_model.predictor import AgePredictor
-
-    model = args.model or default_model()
-    if not Path(model).exists() and model.count("/") != 1:
-        sys.exit(f"No model at {model}: train one (python train.py --help) or pass --model.")
     paths = args.photo or sorted((SHARED / "data" / "fixture" / "images").glob("fgnet_*"))
     if not paths:
         sys.exit("No photos: pass --photo, or put the shared data beside the repo (or set AGECHECK_SHARED).")
     photos = [Path(p).read_bytes() for p in paths]
-    predictor = AgePredictor(model, tta=args.tta)
+    predictor = load_predictor(argparse.Namespace(model=args.model, threads=args.threads, tta=args.tta, device=None,
+                                                  threshold=None, batch_size=args.batch))
     print(f"### Latency, {len(paths)} photo(s) in turn, {args.runs} runs after {args.warmup} warm-ups\n")
     print(stage_table(predictor, photos, args.runs, args.warmup))
     print()
