@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any, Iterable
 
 import pandas as pd
-from datasets import Dataset, DatasetDict, Image, Value, load_dataset, load_from_disk
+from datasets import Dataset, DatasetDict, Features, Image, Value, concatenate_datasets, load_dataset, load_from_disk
 from PIL import Image as PILImage
 from PIL import UnidentifiedImageError
 
@@ -96,6 +96,59 @@ def load_age_dataset(source: str | Path, options: LoadOptions | None = None) -> 
     if "train" in empty:
         raise DataError(f"{source}: no usable training rows were found. Check the path, --data-format and column names.")
     return dataset, report
+
+
+def load_age_datasets(sources: Iterable[str | Path], options: LoadOptions | None = None) -> tuple[DatasetDict, list[LoadReport]]:
+    """Several sources in one DatasetDict: each split is the concatenation of the sources' splits.
+
+    Every row keeps its ``source`` (the loader's name for it, e.g. ``utkface``, ``aaf``); columns one
+    source lacks (``race``, ``apparent_age_mean``, ...) are empty for its rows. Two sources with the
+    same name get ``#2``, ``#3`` suffixes so per-source metrics stay apart.
+    """
+    loaded: list[tuple[DatasetDict, LoadReport]] = []
+    names_seen: dict[str, int] = {}
+    for source in sources:
+        dataset, report = load_age_dataset(source, options)
+        name = _source_name(dataset)
+        names_seen[name] = names_seen.get(name, 0) + 1
+        if names_seen[name] > 1:
+            renamed = f"{name}#{names_seen[name]}"
+            dataset = DatasetDict({k: v.map(lambda _: {"source": renamed}) for k, v in dataset.items()})
+        loaded.append((dataset, report))
+    if len(loaded) == 1:
+        return loaded[0][0], [loaded[0][1]]
+    columns: dict[str, Any] = {}
+    for dataset, _ in loaded:
+        for split in dataset.values():
+            for column, feature in split.features.items():
+                columns.setdefault(column, feature)
+    merged: dict[str, Dataset] = {}
+    for name in SPLITS:
+        parts = [_with_columns(dataset[name], columns) for dataset, _ in loaded if name in dataset and len(dataset[name])]
+        if parts:
+            merged[name] = concatenate_datasets(parts)
+    ids: dict[str, str] = {}
+    for name, split in merged.items():  # the same image in two sources, or in two splits, is a leak
+        for row_id, source in zip(split["id"], split["source"]):
+            if row_id in ids and ids[row_id] != f"{name}/{source}":
+                logger.warning("The same image is in %s and %s/%s: check that the sources do not overlap.", ids[row_id], name, source)
+                break
+            ids[row_id] = f"{name}/{source}"
+    return DatasetDict(merged), [report for _, report in loaded]
+
+
+def _source_name(dataset: DatasetDict) -> str:
+    split = next(iter(dataset.values()))
+    return str(split[0]["source"]) if len(split) and "source" in split.column_names else "data"
+
+
+def _with_columns(split: Dataset, columns: dict[str, Any]) -> Dataset:
+    """``split`` with every column in ``columns`` (missing ones empty), in that order, with those features."""
+    for column, feature in columns.items():
+        if column not in split.column_names:
+            split = split.add_column(column, [None] * len(split), feature=feature)
+    split = split.select_columns(list(columns))
+    return split.cast(Features(columns)) if split.features != Features(columns) else split
 
 
 def detect_format(source: str | Path) -> str:
@@ -418,4 +471,4 @@ def _content_ids(split: Dataset) -> list[str]:
     return [hashlib.sha256(item["bytes"] if item.get("bytes") else Path(item["path"]).read_bytes()).hexdigest() for item in raw]
 
 
-__all__ = ["DataError", "LoadOptions", "LoadReport", "load_age_dataset", "detect_format", "FORMATS"]
+__all__ = ["DataError", "LoadOptions", "LoadReport", "load_age_dataset", "load_age_datasets", "detect_format", "FORMATS"]

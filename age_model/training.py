@@ -6,13 +6,15 @@ processor, transforms, Trainer, train, evaluate, calibrate the uncertainty, save
 
 from __future__ import annotations
 
+import io
 import json
 import logging
 import math
+import os
 import random
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterable, Sequence
 
 import numpy as np
 import torch
@@ -23,7 +25,7 @@ from transformers import EvalPrediction, Trainer, TrainerCallback, TrainingArgum
 from transformers.trainer_utils import IntervalStrategy, SaveStrategy, get_last_checkpoint
 
 from age_model.cards import age_band_counts, age_stats, render_model_card
-from age_model.data import LoadOptions, load_age_dataset
+from age_model.data import LoadOptions, load_age_datasets
 from age_model.hub import HubError, push_model
 from age_model.faces import calibrate_crop, largest_face_crop
 from age_model.metrics import load_age_error
@@ -48,7 +50,11 @@ logger = logging.getLogger(__name__)
 class DataArguments:
     """Where the faces come from and how to read them."""
 
-    data: str = field(metadata={"help": "Data folder, labels CSV, save_to_disk folder or Hub dataset id (see README: Data formats)."})
+    data: list[str] = field(metadata={
+        "help": "Data folder, labels CSV, save_to_disk folder or Hub dataset id; repeat (--data A --data B) to train on "
+                "several sources at once. The first source's framing is the reference: face crops of the other sources "
+                "are re-framed through the face detector exactly as serving cuts them.",
+        "action": "extend"})
     data_format: str = field(default="auto", metadata={"help": "auto, appa-real, final-files, csv, filenames or hub."})
     target: str = field(default="real", metadata={"help": "APPA-REAL label to learn: 'real' or 'apparent' age."})
     image_column: str = field(default="file_name", metadata={"help": "CSV column with the image file name."})
@@ -58,8 +64,15 @@ class DataArguments:
     on_bad_rows: str = field(default="error", metadata={"help": "'error' stops at the first bad row; 'skip' leaves bad rows out and counts them."})
     faces: str = field(default="auto", metadata={"help": "'cropped': images are face crops; 'detect': photos, find and crop the face; 'auto': from the format."})
     feedback: str | None = field(default=None, metadata={"help": "Feedback store URL or export folder: corrected labels override, consented uploads join train."})
+    def __post_init__(self) -> None:
+        if isinstance(self.data, (str, Path)):
+            self.data = [str(self.data)]
+        if self.reframe not in ("auto", "none"):
+            raise ValueError(f"--reframe must be 'auto' or 'none', not {self.reframe!r}.")
+
     max_train_samples: int | None = field(default=None, metadata={"help": "Use only this many training images (quick runs)."})
     max_eval_samples: int | None = field(default=None, metadata={"help": "Use only this many validation and test images (quick runs)."})
+    reframe: str = field(default="auto", metadata={"help": "'auto': crops of the second and later sources are re-cut by the detector with the serving crop; 'none': use them as they are."})
 
 
 @dataclass
@@ -113,27 +126,47 @@ class AgeTrainingArguments(TrainingArguments):
 
 
 def augment_face(image: Image.Image, rng: random.Random) -> Image.Image:
-    """Photometric and small geometric jitter that keeps the face framing close to the serving crop.
+    """Photometric and geometric jitter that mimics checkout cameras and old photos.
 
-    Greyscale, blur and scale jitter narrow the gap between clean training crops and webcam frames.
+    Framing jitter (the detector never cuts twice alike), flip, rotation, colour, exposure and
+    colour casts, greyscale, blur, low resolution (faces of 24-64 px scaled back up), sensor noise and
+    JPEG artefacts (quality 20-95): the gaps between clean training crops and real frames.
     """
     width, height = image.size
-    scale = rng.uniform(0.85, 1.0)
+    scale = rng.uniform(0.85, 1.08)
     crop_w, crop_h = width * scale, height * scale
-    left = rng.uniform(0, width - crop_w)
-    top = rng.uniform(0, height - crop_h)
+    left = rng.uniform(min(0.0, width - crop_w), max(0.0, width - crop_w)) + rng.uniform(-0.04, 0.04) * width
+    top = rng.uniform(min(0.0, height - crop_h), max(0.0, height - crop_h)) + rng.uniform(-0.04, 0.04) * height
     image = image.crop((left, top, left + crop_w, top + crop_h))
     if rng.random() < 0.5:
         image = ImageOps.mirror(image)
     if rng.random() < 0.5:
-        image = image.rotate(rng.uniform(-10, 10), resample=Image.BILINEAR)
-    image = ImageEnhance.Brightness(image).enhance(rng.uniform(0.7, 1.3))
+        image = image.rotate(rng.uniform(-12, 12), resample=Image.BILINEAR)
+    image = ImageEnhance.Brightness(image).enhance(rng.uniform(0.6, 1.4))
     image = ImageEnhance.Contrast(image).enhance(rng.uniform(0.7, 1.3))
-    image = ImageEnhance.Color(image).enhance(rng.uniform(0.7, 1.3))
-    if rng.random() < 0.1:
+    image = ImageEnhance.Color(image).enhance(rng.uniform(0.6, 1.4))
+    if rng.random() < 0.2:  # colour cast: white balance of a cheap camera or a faded print
+        gains = [rng.uniform(0.8, 1.2) for _ in range(3)]
+        image = Image.merge("RGB", [band.point(lambda v, g=g: min(255, int(v * g))) for band, g in zip(image.split(), gains)])
+    if rng.random() < 0.2:  # exposure: gamma
+        gamma = rng.uniform(0.6, 1.6)
+        image = image.point([min(255, int(255 * (v / 255) ** gamma)) for v in range(256)] * 3)
+    if rng.random() < 0.15:
         image = ImageOps.grayscale(image).convert("RGB")
-    if rng.random() < 0.1:
-        image = image.filter(ImageFilter.GaussianBlur(rng.uniform(0.5, 1.5)))
+    if rng.random() < 0.15:
+        image = image.filter(ImageFilter.GaussianBlur(rng.uniform(0.5, 2.0)))
+    if rng.random() < 0.2:  # a small face in a wide frame: 24-64 px, scaled back up
+        side = rng.randint(24, 64)
+        size = image.size
+        image = image.resize((side, max(1, round(side * size[1] / size[0]))), Image.BILINEAR).resize(size, Image.BILINEAR)
+    if rng.random() < 0.15:  # sensor noise
+        pixels = np.asarray(image, dtype=np.float32)
+        noise = np.random.default_rng(rng.getrandbits(32)).normal(0, rng.uniform(3, 12), pixels.shape)
+        image = Image.fromarray(np.clip(pixels + noise, 0, 255).astype(np.uint8))
+    if rng.random() < 0.3:  # JPEG artefacts
+        buffer = io.BytesIO()
+        image.save(buffer, format="JPEG", quality=rng.randint(20, 95))
+        image = Image.open(io.BytesIO(buffer.getvalue())).convert("RGB")
     return image
 
 
@@ -141,13 +174,26 @@ class FaceTransform:
     """Batch transform for `Dataset.with_transform`: RGB, optional augmentation, the model's own processor."""
 
     def __init__(self, processor: Any, augment: bool, flip: bool = False, seed: int = 0) -> None:
-        self.processor, self.augment, self.flip = processor, augment, flip
-        self.rng = random.Random(seed)
+        self.processor, self.augment, self.flip, self.seed = processor, augment, flip, seed
+        self._rng: random.Random | None = None
+        self._rng_owner: tuple[int, int] | None = None
+
+    @property
+    def rng(self) -> random.Random:
+        """A generator per process: DataLoader workers and DDP ranks each draw their own augmentations."""
+        worker = torch.utils.data.get_worker_info()
+        owner = (os.getpid(), worker.id if worker else -1)
+        if self._rng is None or self._rng_owner != owner:
+            rank = int(os.environ.get("RANK", 0))
+            self._rng = random.Random(f"{self.seed}-{rank}-{owner[1]}-{torch.initial_seed() if worker else 0}")
+            self._rng_owner = owner
+        return self._rng
 
     def __call__(self, batch: dict[str, list[Any]]) -> dict[str, Any]:
         images = [image.convert("RGB") for image in batch["image"]]
         if self.augment:
-            images = [augment_face(image, self.rng) for image in images]
+            rng = self.rng
+            images = [augment_face(image, rng) for image in images]
         if self.flip:
             images = [ImageOps.mirror(image) for image in images]
         pixel_values = self.processor(images=images, return_tensors="pt")["pixel_values"]
@@ -161,17 +207,28 @@ def collate(examples: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
     }
 
 
-def crop_photos(dataset: DatasetDict, settings: AgeSettings) -> tuple[DatasetDict, int]:
-    """Detect the largest face in each photo and crop it exactly as serving does; drop photos without a face."""
+def crop_photos(dataset: DatasetDict, settings: AgeSettings, sources: Iterable[str] | None = None) -> tuple[DatasetDict, dict[str, int]]:
+    """Detect the largest face in each image and crop it exactly as serving does; drop images without a face.
+
+    ``sources`` limits this to rows of those sources (the others are kept as they are); None: every row.
+    Returns the dataset and, per source, how many images had no detectable face.
+    """
+    chosen = None if sources is None else set(sources)
 
     def crop(example: dict[str, Any]) -> dict[str, Any]:
+        if chosen is not None and example.get("source") not in chosen:
+            return {"image": example["image"], "has_face": True}
         face = largest_face_crop(example["image"], settings)
         return {"image": face if face is not None else example["image"], "has_face": face is not None}
 
-    before = sum(len(split) for split in dataset.values())
     dataset = dataset.map(crop, desc="finding and cropping faces")
-    dataset = dataset.filter(lambda example: example["has_face"]).remove_columns("has_face")
-    return dataset, before - sum(len(split) for split in dataset.values())
+    dropped: dict[str, int] = {}
+    for split in dataset.values():
+        for source, has_face in zip(split["source"], split["has_face"]):
+            if not has_face:
+                dropped[source] = dropped.get(source, 0) + 1
+    dataset = dataset.filter(lambda has_face: has_face, input_columns="has_face").remove_columns("has_face")
+    return dataset, dropped
 
 
 # --- loss and metrics --------------------------------------------------------------------------
@@ -212,15 +269,37 @@ def age_loss(logits: torch.Tensor, ages: torch.Tensor, settings: AgeSettings, lo
     return F.l1_loss(prediction, normalized)
 
 
-def metrics_function(settings: AgeSettings, threshold: float):
-    """compute_metrics for the Trainer: outputs to ages, then the shipped age-error metric."""
+def metrics_function(settings: AgeSettings, threshold: float, sources: Sequence[str] | None = None):
+    """compute_metrics for the Trainer: outputs to ages, then the shipped age-error metric, pooled and per source.
+
+    With several sources the validation metrics also hold ``{source}_mae`` for each and
+    ``worst_source_mae`` (the largest), so ``--metric-for-best-model worst_source_mae`` can pick
+    the checkpoint that is best on its weakest population; the default ``mae`` is pooled.
+    """
     metric = load_age_error()
 
     def compute(prediction: EvalPrediction) -> dict[str, float]:
         ages, _ = outputs_to_age(prediction.predictions, settings)
-        return metric.compute(predictions=ages, references=prediction.label_ids, threshold=threshold)
+        result = metric.compute(predictions=ages, references=prediction.label_ids, threshold=threshold)
+        if sources is not None and len(set(sources)) > 1 and len(sources) == len(ages):
+            result.update(per_source_errors(ages, np.asarray(prediction.label_ids), sources, threshold, keys=("mae",)))
+        return result
 
     return compute
+
+
+def per_source_errors(predicted: np.ndarray, true: np.ndarray, sources: Sequence[str], threshold: float,
+                      keys: Sequence[str] | None = None) -> dict[str, float]:
+    """``{source}_{metric}`` for each source (only ``keys`` where given) and ``worst_source_mae``."""
+    labels = np.asarray(sources)
+    result: dict[str, float] = {}
+    for source in sorted(set(sources)):
+        mask = labels == source
+        errors = age_errors(np.asarray(predicted)[mask], np.asarray(true)[mask], threshold)
+        result.update({f"{source}_{k}": v for k, v in errors.items() if keys is None or k in keys})
+    result["worst_source_mae"] = max(v for k, v in result.items() if k.endswith("_mae") and k.count("_mae") == 1
+                                     and not k.endswith("without_flip_tta_mae"))
+    return result
 
 
 class FreezeBackboneCallback(TrainerCallback):
@@ -267,7 +346,7 @@ def run_training(data_args: DataArguments, model_args: ModelArguments, training_
         age_column=data_args.age_column, split_column=data_args.split_column, labels_file=data_args.labels_file,
         on_bad_rows=data_args.on_bad_rows, split_seed=training_args.seed,
     )
-    dataset, report = load_age_dataset(data_args.data, options)
+    dataset, reports = load_age_datasets(data_args.data, options)
     feedback_summary = None
     if data_args.feedback:
         from age_model.feedback.merge import apply_feedback
@@ -275,26 +354,38 @@ def run_training(data_args: DataArguments, model_args: ModelArguments, training_
         dataset, feedback_summary = apply_feedback(dataset, data_args.feedback)
         logger.info("Feedback applied: %s", feedback_summary)
     dataset = _limit(dataset, data_args)
-    faces = report.faces if data_args.faces == "auto" else data_args.faces
+    faces = reports[0].faces if data_args.faces == "auto" else data_args.faces
     if "validation" not in dataset or "test" not in dataset:
-        raise ValueError(f"{data_args.data}: need validation and test splits; found {list(dataset)}.")
+        raise ValueError(f"{', '.join(data_args.data)}: need validation and test splits; found {list(dataset)}.")
     train_ages = np.asarray(dataset["train"]["age"], dtype=float)
     settings = AgeSettings(
         head=model_args.head, age_mean=float(train_ages.mean()), age_std=float(train_ages.std() or 1.0),
         target=data_args.target, faces=faces, crop_margin=model_args.crop_margin, crop_style=model_args.crop_style,
         image_size=model_args.image_size,
     )
-    dropped = 0
+    source_names = _source_order(dataset)
+    dropped: dict[str, int] = {}
+    reframed: list[str] = []
     if faces == "detect":  # photos: crop with the very options the predictor will use
         dataset, dropped = crop_photos(dataset, settings)
-        logger.info("Cropped faces from photos; %d photos without a detectable face were left out", dropped)
-    else:  # ready-made crops: measure the detection crop that reproduces their framing
-        settings = _calibrate_serving_crop(dataset["train"], settings)
+    else:  # ready-made crops: measure the detection crop that reproduces the reference source's framing
+        reference = dataset["train"].filter(lambda s: s == source_names[0], input_columns="source")
+        settings = _calibrate_serving_crop(reference, settings)
+        others = [name for name, report in zip(source_names[1:], reports[1:]) if report.faces == "detect" or data_args.reframe == "auto"]
+        if others and settings.faces == "detect":  # cut them the way serving will cut a photo of them
+            dataset, dropped = crop_photos(dataset, settings, sources=others)
+            reframed = others
+    if dropped:
+        logger.info("Faces cropped by detection; images without a detectable face left out: %s", dropped)
     summary = {
-        "name": Path(str(data_args.data)).name or str(data_args.data), "source": str(data_args.data),
-        "format": report.data_format, "target": data_args.target, "faces": faces, "photos_without_face": dropped,
-        "skipped_rows": report.skipped, "feedback": feedback_summary, "from_scratch": is_config_only(model_args.base_model),
+        "name": "+".join(Path(str(d)).name or str(d) for d in data_args.data), "source": ", ".join(map(str, data_args.data)),
+        "sources": source_names, "reframed_sources": reframed,
+        "format": "+".join(r.data_format for r in reports), "target": data_args.target, "faces": faces,
+        "photos_without_face": sum(dropped.values()), "photos_without_face_by_source": dropped,
+        "skipped_rows": _merge_counts(r.skipped for r in reports), "feedback": feedback_summary,
+        "from_scratch": is_config_only(model_args.base_model),
         "splits": {name: len(split) for name, split in dataset.items()},
+        "splits_by_source": {name: _counts(split["source"]) for name, split in dataset.items()},
         "age_stats": {name: age_stats(split["age"]) for name, split in dataset.items()}, "age_bands": age_band_counts(train_ages),
     }
     model = build_age_model(model_args.base_model, settings)
@@ -309,7 +400,7 @@ def run_training(data_args: DataArguments, model_args: ModelArguments, training_
     callbacks = [FreezeBackboneCallback(model, model_args.freeze_backbone_epochs)] if model_args.freeze_backbone_epochs else []
     trainer = AgeTrainer(
         model=model, args=training_args, train_dataset=dataset["train"], eval_dataset=dataset["validation"],
-        data_collator=collate, processing_class=processor, compute_metrics=metrics_function(settings, model_args.threshold),
+        data_collator=collate, processing_class=processor, compute_metrics=metrics_function(settings, model_args.threshold, _sources(dataset["validation"])),
         callbacks=callbacks, settings=settings, loss=model_args.loss, label_sigma=model_args.label_sigma,
     )
     checkpoint = training_args.resume_from_checkpoint
@@ -327,10 +418,10 @@ def run_training(data_args: DataArguments, model_args: ModelArguments, training_
     settings.calibration_edges, settings.calibration_mae = fit_calibration(val_ages, val_true)
     settings.save_to_config(trainer.model.config)
 
-    eval_metrics = {f"eval_{k}": v for k, v in age_errors(val_ages, val_true, model_args.threshold).items()}
+    eval_metrics = {f"eval_{k}": v for k, v in _pooled_and_per_source(val_ages, val_true, dataset["validation"], model_args.threshold).items()}
     test_plain, test_mirrored = predict_ages(trainer, dataset["test"], processor)
     test_true = _true(dataset["test"])
-    test_metrics = {f"test_{k}": v for k, v in age_errors((test_plain + test_mirrored) / 2, test_true, model_args.threshold).items()}
+    test_metrics = {f"test_{k}": v for k, v in _pooled_and_per_source((test_plain + test_mirrored) / 2, test_true, dataset["test"], model_args.threshold).items()}
     test_metrics["test_mae_without_flip_tta"] = float(np.abs(test_plain - test_true).mean())
     trainer.log_metrics("test", test_metrics)
 
@@ -354,6 +445,43 @@ def predict_ages(trainer: Trainer, split: Any, processor: Any) -> tuple[np.ndarr
         results.append(outputs_to_age(logits, settings)[0].astype(float))
     split.set_transform(FaceTransform(processor, augment=False))
     return results[0], results[1]
+
+
+def _pooled_and_per_source(predicted: np.ndarray, true: np.ndarray, split: Any, threshold: float) -> dict[str, float]:
+    metrics = age_errors(predicted, true, threshold)
+    sources = _sources(split)
+    if len(set(sources)) > 1:
+        metrics.update(per_source_errors(predicted, true, sources, threshold))
+    return metrics
+
+
+def _sources(split: Any) -> list[str]:
+    return list(split.with_format(None).select_columns(["source"])["source"])
+
+
+def _source_order(dataset: DatasetDict) -> list[str]:
+    """Source names in the order they were given (first appearance in train, then the other splits)."""
+    names: list[str] = []
+    for name in ("train", "validation", "test"):
+        for source in dataset[name]["source"] if name in dataset else []:
+            if source not in names:
+                names.append(source)
+    return names
+
+
+def _counts(values: Iterable[str]) -> dict[str, int]:
+    counts: dict[str, int] = {}
+    for value in values:
+        counts[value] = counts.get(value, 0) + 1
+    return counts
+
+
+def _merge_counts(counts: Iterable[dict[str, int]]) -> dict[str, int]:
+    merged: dict[str, int] = {}
+    for count in counts:
+        for key, value in count.items():
+            merged[key] = merged.get(key, 0) + value
+    return merged
 
 
 def _true(split: Any) -> np.ndarray:
