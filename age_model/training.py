@@ -20,6 +20,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from datasets import DatasetDict
+from datasets import Image as DatasetImage
 from PIL import Image, ImageEnhance, ImageFilter, ImageOps
 from transformers import EvalPrediction, Trainer, TrainerCallback, TrainingArguments
 from transformers.trainer_utils import IntervalStrategy, SaveStrategy, get_last_checkpoint
@@ -215,13 +216,16 @@ def crop_photos(dataset: DatasetDict, settings: AgeSettings, sources: Iterable[s
     """
     chosen = None if sources is None else set(sources)
 
-    def crop(example: dict[str, Any]) -> dict[str, Any]:
-        if chosen is not None and example.get("source") not in chosen:
-            return {"image": example["image"], "has_face": True}
-        face = largest_face_crop(example["image"], settings)
-        return {"image": face if face is not None else example["image"], "has_face": face is not None}
+    def crop(image: dict[str, Any], source: str) -> dict[str, Any]:
+        if chosen is not None and source not in chosen:  # untouched: the stored bytes, never re-encoded
+            return {"image": image, "has_face": True}
+        photo = Image.open(io.BytesIO(image["bytes"]) if image.get("bytes") else image["path"])
+        face = largest_face_crop(photo, settings)
+        return {"image": face if face is not None else image, "has_face": face is not None}
 
-    dataset = dataset.map(crop, desc="finding and cropping faces")
+    dataset = dataset.cast_column("image", DatasetImage(decode=False))
+    dataset = dataset.map(crop, input_columns=["image", "source"], desc="finding and cropping faces")
+    dataset = dataset.cast_column("image", DatasetImage())
     dropped: dict[str, int] = {}
     for split in dataset.values():
         for source, has_face in zip(split["source"], split["has_face"]):
