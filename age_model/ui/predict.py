@@ -9,14 +9,13 @@ import gradio as gr
 from PIL import Image, ImageDraw, ImageFont
 
 from age_model.faces import ImageError, load_image
+from age_model.policy import ASK_FOR_ID, NO_ID_NEEDED, verdict  # noqa: F401  (re-exported for the tests)
 from age_model.ui.components import SafeImage
 from age_model.ui.state import AppState
 
 logger = logging.getLogger(__name__)
 
 TABLE_HEADERS = ["face", "age", "±", "verdict", "detection score"]
-ASK_FOR_ID = "ask for ID"
-NO_ID_NEEDED = "no ID needed"
 # A webcam capture reaches the server as an ordinary `upload` event (like a file or a paste), so the
 # browser tells which source button is active when it fires.
 PHOTO_SOURCE_JS = """() => {
@@ -27,11 +26,6 @@ CONSENT_TEXT = (
     "I am the person in this photo, or I have their permission, and I agree that the face crop and the age "
     "I give may be stored to improve the model."
 )
-
-
-def verdict(age: float, spread: float, threshold: float) -> str:
-    """Ask for ID when the estimate, or its plausible range, reaches below the threshold."""
-    return ASK_FOR_ID if age - spread < threshold else NO_ID_NEEDED
 
 
 def draw_faces(photo: Image.Image, faces: list[Any], threshold: float) -> Image.Image:
