@@ -8,6 +8,10 @@ CLI (regenerates the committed data cards)::
 
     python -m age_model.cards dataset-card appa-real --labels ../shared/data/appa_real_labels/labels_full.csv --out data_cards/appa-real.md
     python -m age_model.cards dataset-card utkface --labels ../shared/data/utkface/labels.csv --out data_cards/utkface.md
+    python -m age_model.cards dataset-card aaf --labels ../shared/data/aaf/labels.csv --out data_cards/aaf.md
+
+Where the images lie beside the label file (``images/``), the card also counts near-duplicate groups and
+label conflicts among them (``age_model.data.duplicate_summary``; dHashes are cached under ~/.cache/agecheck).
 """
 
 from __future__ import annotations
@@ -203,7 +207,30 @@ def utkface_extra(rows: list[dict[str, str]]) -> dict[str, Any]:
         counts = Counter(r.get(column, "") for r in rows)
         return [{"label": name, "count": counts.get(code, 0), "share": counts.get(code, 0) / n} for code, name in names.items()]
 
-    return {"genders": counted("gender", UTK_GENDERS), "races": counted("race", UTK_RACES)}
+    return {"genders": counted("gender", UTK_GENDERS), "races": counted("race", UTK_RACES),
+            "race_missing": sum(1 for r in rows if not (r.get("race") or "").strip())}
+
+
+AAF_GENDERS = {"0": "female", "1": "male"}
+
+
+def aaf_extra(rows: list[dict[str, str]]) -> dict[str, Any]:
+    """AAF's one attribute besides age: gender (0 female, 1 male in its own annotation files)."""
+    n = max(len(rows), 1)
+    counts = Counter(r.get("gender", "") for r in rows)
+    return {"genders": [{"label": name, "count": counts.get(code, 0), "share": counts.get(code, 0) / n} for code, name in AAF_GENDERS.items()]}
+
+
+def duplicate_facts(labels: Path, rows: list[dict[str, str]], image_column: str = "file_name", age_column: str = "real_age") -> dict[str, Any] | None:
+    """Near-duplicate groups (same sha256 or same dHash) of a label file's images, when they lie in ``images/``
+    beside it (else None: the card leaves the section out). Computed, never typed: see age_model.data."""
+    images = Path(labels).parent / "images"
+    if not images.is_dir() or not rows:
+        return None
+    from age_model.data import CONFLICT_TOLERANCE, duplicate_summary
+
+    table = [{"image": str(images / r[image_column]), "age": float(r[age_column]), "split": split_name(r.get("split"))} for r in rows]
+    return duplicate_summary(table, CONFLICT_TOLERANCE)
 
 
 CONTRACT_FEATURES = ({"name": "image", "dtype": "image"}, {"name": "age", "dtype": "float32"})
@@ -218,11 +245,18 @@ KNOWN_DATASETS: dict[str, KnownDataset] = {
         tags=("age-estimation", "apparent-age", "faces", "regression"), extra=appa_real_extra,
     ),
     "utkface": KnownDataset(
-        name="utkface", pretty_name="UTKFace (crop_part1)", labels="data/utkface/labels.csv",
+        name="utkface", pretty_name="UTKFace", labels="data/utkface/labels.csv",
         license_name="utkface-non-commercial-research", license_link="https://susanqq.github.io/UTKFace/",
         terms="non-commercial research only; the copyright of the images stays with their owners: do not redistribute them",
         features=(*CONTRACT_FEATURES, *ID_FEATURES),
         tags=("age-estimation", "faces", "regression"), extra=utkface_extra,
+    ),
+    "aaf": KnownDataset(
+        name="aaf", pretty_name="All-Age-Faces (AAF)", labels="data/aaf/labels.csv",
+        license_name="aaf-research-use-citation", license_link="https://github.com/JingchunCheng/All-Age-Faces-Dataset",
+        terms="research use only, no explicit licence, citation asked; image copyright stays with the owners: do not redistribute them",
+        features=(*CONTRACT_FEATURES, *ID_FEATURES),
+        tags=("age-estimation", "faces", "regression"), extra=aaf_extra,
     ),
 }
 
@@ -313,7 +347,7 @@ def render_dataset_card(name: str, labels: Path) -> DatasetCard:
     extra = known.extra(rows) if known.extra else {}
     content = render_template(
         f"{name}.md.j2", card_data=card_data.to_yaml(), data=summary, known=known,
-        labels_file=Path(labels).name, **extra,
+        labels_file=Path(labels).name, duplicates=duplicate_facts(labels, rows), **extra,
     )
     return DatasetCard(content)
 

@@ -10,20 +10,38 @@ Sources (``detect_format`` recognises them; ``--data-format`` forces one):
   csv          any image folder + a CSV with a file column and an age column, optional split column
   filenames    UTKFace ({age}_{gender}_{race}_{date}.jpg[.chip.jpg]) / FG-NET ({subject}A{age}.JPG) names
   hub          a Hugging Face Hub dataset id, a `save_to_disk` folder, or a parquet export folder
+
+Near-duplicates: rows with the same content id (sha256) or the same 64-bit difference hash (dHash, see
+``dhash``) form one group (``near_duplicate_groups``). A split we make keeps each group whole; where the
+source gives its own split and a group crosses it, the copies in the later split (validation, then test)
+are dropped so no face is both trained and evaluated on (``LoadOptions.find_duplicates`` and
+``cross_split_duplicates``; the counts land in ``LoadReport``). Groups whose ages differ by more than
+``CONFLICT_TOLERANCE`` years are label conflicts: ``conflicting_groups`` lists them, with a finer 256-bit
+dHash saying whether a group really is one photo (equal 64-bit hashes of different aligned faces happen),
+and ``python -m age_model.data conflicts SOURCE --out conflicts.csv`` writes them for the annotators.
+dHashes are cached by content id in ``~/.cache/agecheck`` (``dhash_cache_path``): a second load costs
+next to nothing; the first one decodes every image once (UTKFace: about 12 CPU seconds).
 """
 
 from __future__ import annotations
 
+import argparse
+import csv
 import hashlib
 import io
+import json
 import logging
+import os
 import random
 import re
+import sys
+import tempfile
 from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable
 
+import numpy as np
 import pandas as pd
 from datasets import Dataset, DatasetDict, Features, Image, Value, concatenate_datasets, load_dataset, load_from_disk
 from PIL import Image as PILImage
@@ -39,6 +57,13 @@ IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"}
 UTKFACE_NAME = re.compile(r"^(\d+)_([01])_([0-4])_(\d+)\.jpg(?:\.chip\.jpg)?$", re.IGNORECASE)
 FGNET_NAME = re.compile(r"^(\d{3})A(\d{2})[a-z]?\.jpe?g$", re.IGNORECASE)
 MAX_AGE = 120
+# Ages within one near-duplicate group that differ by more than this many years are a label conflict
+# (the same photo cannot be two ages; a 1-year gap is within UTKFace's labelling noise).
+CONFLICT_TOLERANCE = 1.0
+DHASH_VERSION = "dhash-v1"  # 9x8 greyscale, Pillow convert("L") + BILINEAR resize, left < right = 1
+# Equal 64-bit dHashes also join different faces: aligned crops share their coarse shading. A 256-bit dHash
+# (17x16) tells them apart: on UTKFace copies of one photo differ in at most 20 of its bits, collisions in 26+.
+SAME_PHOTO_DISTANCE = 24
 
 
 class DataError(ValueError):
@@ -59,6 +84,8 @@ class LoadOptions:
     split_seed: int = 42
     split_fractions: tuple[float, float, float] = (0.7, 0.15, 0.15)
     verify_images: bool = True
+    find_duplicates: bool = True  # group near-duplicates: own splits keep them whole, given splits lose crossing copies
+    cross_split_duplicates: str = "drop"  # given split crossed by a group: "drop" the validation/test copies, or "keep" (warn only)
 
 
 @dataclass
@@ -69,6 +96,12 @@ class LoadReport:
     faces: str  # "cropped" (ready-made face crops) or "detect" (photos: faces must be found and cropped)
     skipped: dict[str, int] = field(default_factory=dict)
     skipped_examples: list[str] = field(default_factory=list)
+    # near-duplicates (None: not looked for, LoadOptions.find_duplicates=False)
+    duplicate_groups: int | None = None  # groups of more than one row (same sha256 or same dHash)
+    duplicate_files: int | None = None  # rows in those groups
+    conflicting_groups: int | None = None  # groups whose ages differ by more than CONFLICT_TOLERANCE
+    cross_split_groups: int | None = None  # groups found in more than one split (only a given split can have them)
+    cross_split_dropped: int | None = None  # rows dropped from validation/test for it (0 with cross_split_duplicates="keep")
 
     def skip(self, reason: str, detail: str) -> None:
         self.skipped[reason] = self.skipped.get(reason, 0) + 1
@@ -90,6 +123,8 @@ def load_age_dataset(source: str | Path, options: LoadOptions | None = None) -> 
         "hub": _load_hub,
     }[data_format]
     dataset, report = loader(source, options)
+    if options.find_duplicates:
+        dataset = _check_near_duplicates(dataset, report, options, source)
     for reason, count in report.skipped.items():
         logger.warning("Skipped %d rows: %s (e.g. %s)", count, reason, "; ".join(report.skipped_examples[:3]))
     empty = [name for name in SPLITS if name not in dataset or len(dataset[name]) == 0]
@@ -134,7 +169,12 @@ def load_age_datasets(sources: Iterable[str | Path], options: LoadOptions | None
                 logger.warning("The same image is in %s and %s/%s: check that the sources do not overlap.", ids[row_id], name, source)
                 break
             ids[row_id] = f"{name}/{source}"
-    return DatasetDict(merged), [report for _, report in loaded]
+    dataset = DatasetDict(merged)
+    options = options or LoadOptions()
+    if options.find_duplicates:  # a copy in one source's train and another's test leaks just the same: same rule
+        dataset = _check_near_duplicates(dataset, LoadReport("merged", "cropped"), options,
+                                         " + ".join(_source_name(d) for d, _ in loaded))
+    return dataset, [report for _, report in loaded]
 
 
 def _source_name(dataset: DatasetDict) -> str:
@@ -297,7 +337,8 @@ def _load_hub(source: str | Path, options: LoadOptions) -> tuple[DatasetDict, Lo
     dataset = DatasetDict(renamed)
     if set(dataset) == {"train"}:
         rows = dataset["train"]
-        indices = _split_indices(list(rows["age"]), options, None)
+        groups = [str(g) for g in duplicate_group_ids(rows)] if options.find_duplicates else None
+        indices = _split_indices(list(rows["age"]), options, groups)
         dataset = DatasetDict({name: rows.select(idx) for name, idx in indices.items()})
     return dataset, report
 
@@ -412,7 +453,7 @@ def _check_duplicates(rows: list[dict[str, Any]], where: Path) -> None:
 
 
 def _split_indices(ages: list[float], options: LoadOptions, groups: list[str] | None) -> dict[str, list[int]]:
-    """A seeded split stratified by age decade; rows of one group (a person) stay in one split."""
+    """A seeded split stratified by age decade; rows of one group (a person, a near-duplicate group) stay in one split."""
     rng = random.Random(options.split_seed)
     units: dict[str, list[int]] = defaultdict(list)
     for index in range(len(ages)):
@@ -436,6 +477,8 @@ def _split_indices(ages: list[float], options: LoadOptions, groups: list[str] | 
 
 
 def _stratified_split(rows: list[dict[str, Any]], options: LoadOptions, groups: list[str] | None = None) -> dict[str, list[dict[str, Any]]]:
+    if options.find_duplicates and rows:
+        groups = _merge_groups(groups, duplicate_group_ids(rows))
     indices = _split_indices([row["age"] for row in rows], options, groups)
     return {name: [rows[i] for i in idx] for name, idx in indices.items()}
 
@@ -471,4 +514,390 @@ def _content_ids(split: Dataset) -> list[str]:
     return [hashlib.sha256(item["bytes"] if item.get("bytes") else Path(item["path"]).read_bytes()).hexdigest() for item in raw]
 
 
-__all__ = ["DataError", "LoadOptions", "LoadReport", "load_age_dataset", "load_age_datasets", "detect_format", "FORMATS"]
+# --- near-duplicates ---------------------------------------------------------------------------
+#
+# A row's image may be a path (str or Path), raw bytes, a datasets Image dict ({"bytes", "path"}) or a
+# PIL image. Its content id is the sha256 of its stored bytes (the `id` column when there is one).
+
+_DHASH_MEMO: dict[str, int] = {}  # content id -> dHash, for this process
+_DISK_CACHES_READ: set[str] = set()
+
+
+def dhash(image: Any) -> int:
+    """The 64-bit difference hash of an image: greyscale (Pillow's ``convert("L")``), resized to 9x8 with
+    BILINEAR, one bit per pair of horizontal neighbours (1 where the right pixel is brighter), row by row,
+    first bit highest (imagehash's ``dhash`` bit order). Re-encoding or a mild colour shift leaves it unchanged; a
+    different photo nearly always changes it, but aligned face crops do collide now and then (``fine_dhash``)."""
+    if isinstance(image, PILImage.Image):
+        grey = image.convert("L")
+    else:
+        with PILImage.open(io.BytesIO(_image_bytes(image))) as opened:
+            grey = opened.convert("L")
+    pixels = np.asarray(grey.resize((9, 8), PILImage.Resampling.BILINEAR), dtype=np.int16)
+    return int.from_bytes(np.packbits((pixels[:, 1:] > pixels[:, :-1]).ravel()).tobytes(), "big")
+
+
+def fine_dhash(image: Any, size: int = 16) -> int:
+    """The same difference hash on a (size+1) x size thumbnail: size*size bits (256 by default), to confirm
+    that a group's members are one photo (``SAME_PHOTO_DISTANCE``)."""
+    with PILImage.open(io.BytesIO(_image_bytes(image))) as opened:
+        grey = opened.convert("L")
+    pixels = np.asarray(grey.resize((size + 1, size), PILImage.Resampling.BILINEAR), dtype=np.int16)
+    return int.from_bytes(np.packbits((pixels[:, 1:] > pixels[:, :-1]).ravel()).tobytes(), "big")
+
+
+_FINE_MEMO: dict[str, int] = {}  # content id -> 256-bit dHash, for this process
+
+
+def _photo_distances(images: list[Any], ids: list[str]) -> list[list[int]]:
+    """Pairwise bit distances of the images' 256-bit dHashes."""
+    fine = []
+    for image, content_id in zip(images, ids):
+        if content_id not in _FINE_MEMO:
+            _FINE_MEMO[content_id] = fine_dhash(image)
+        fine.append(_FINE_MEMO[content_id])
+    return [[(a ^ b).bit_count() for b in fine] for a in fine]
+
+
+def dhash_cache_path() -> Path | None:
+    """Where dHashes are kept between runs, keyed by content id: ``$AGECHECK_CACHE_DIR`` (empty: no disk
+    cache), else ``$XDG_CACHE_HOME/agecheck`` or ``~/.cache/agecheck``; never inside the repository."""
+    folder = os.environ.get("AGECHECK_CACHE_DIR")
+    if folder is None:
+        folder = str(Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "agecheck")
+    return Path(folder) / f"{DHASH_VERSION}.json" if folder else None
+
+
+def dhashes(images: list[Any], ids: list[str | None] | None = None, cache: bool = True) -> tuple[list[str], list[int]]:
+    """Content ids and dHashes of ``images``; ``ids`` (sha256 of the bytes, e.g. the `id` column) saves
+    reading images whose hash is cached. Returns (ids, hashes), computing the ids that were not given.
+    ``cache=False`` skips the disk cache (``dhash_cache_path``); hashes are always remembered in-process."""
+    path = dhash_cache_path() if cache else None
+    if path is not None and str(path) not in _DISK_CACHES_READ:
+        _DISK_CACHES_READ.add(str(path))
+        _DHASH_MEMO.update(_read_dhash_cache(path))
+    ids = list(ids) if ids is not None else [None] * len(images)
+    hashes: list[int] = []
+    new = 0
+    for index, image in enumerate(images):
+        content_id = ids[index]
+        if content_id is not None and content_id in _DHASH_MEMO:
+            hashes.append(_DHASH_MEMO[content_id])
+            continue
+        data = _image_bytes(image) if not isinstance(image, PILImage.Image) else None
+        if content_id is None:
+            if data is None:
+                raise DataError("A PIL image has no content id: pass its id, or the file or bytes instead.")
+            content_id = ids[index] = hashlib.sha256(data).hexdigest()
+        if content_id not in _DHASH_MEMO:
+            _DHASH_MEMO[content_id] = dhash(image if data is None else data)
+            new += 1
+        hashes.append(_DHASH_MEMO[content_id])
+    if new and path is not None:
+        _write_dhash_cache(path, {i: _DHASH_MEMO[i] for i in ids})
+    return [str(i) for i in ids], hashes
+
+
+def _read_dhash_cache(path: Path) -> dict[str, int]:
+    try:
+        stored = json.loads(path.read_text(encoding="utf-8"))
+        return {k: int(v, 16) for k, v in stored.get("hashes", {}).items()} if stored.get("version") == DHASH_VERSION else {}
+    except (OSError, ValueError, AttributeError):
+        return {}
+
+
+def _write_dhash_cache(path: Path, entries: dict[str, int]) -> None:
+    """Merge ``entries`` into the cache file (written whole to a temporary file, then renamed into place)."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        merged = {**_read_dhash_cache(path), **entries}
+        text = json.dumps({"version": DHASH_VERSION, "hashes": {k: f"{v:016x}" for k, v in sorted(merged.items())}})
+        with tempfile.NamedTemporaryFile("w", dir=path.parent, suffix=".tmp", delete=False, encoding="utf-8") as handle:
+            handle.write(text)
+        os.replace(handle.name, path)
+    except OSError as error:  # a read-only home only costs the next run the hashing time
+        logger.debug("Could not write the dHash cache %s: %s", path, error)
+
+
+def _image_bytes(image: Any) -> bytes:
+    if isinstance(image, (bytes, bytearray)):
+        return bytes(image)
+    if isinstance(image, dict):
+        return image["bytes"] if image.get("bytes") else Path(image["path"]).read_bytes()
+    return Path(image).read_bytes()
+
+
+def _rows_of(data: Any) -> tuple[list[Any], list[str | None] | None]:
+    """The image references and content ids of a Dataset, a list of row dicts, or a list of images."""
+    if isinstance(data, Dataset):  # through arrow: no image decoding, and 100x faster than iterating a column
+        return _column(data, "image"), _column(data, "id") if "id" in data.column_names else None
+    rows = list(data)
+    if rows and isinstance(rows[0], dict) and "image" in rows[0]:
+        return [row["image"] for row in rows], [row.get("id") for row in rows]
+    return rows, None
+
+
+def _column(split: Dataset, key: str) -> list[Any]:
+    return split.with_format("arrow")[key].to_pylist()
+
+
+def _union(n: int, keyings: Iterable[Iterable[Any]]) -> list[int]:
+    """Union-find: rows sharing a key in any keying are one group; each row gets its group's smallest index."""
+    parent = list(range(n))
+
+    def find(i: int) -> int:
+        while parent[i] != i:
+            parent[i] = parent[parent[i]]
+            i = parent[i]
+        return i
+
+    for keys in keyings:
+        first: dict[Any, int] = {}
+        for index, key in enumerate(keys):
+            if key is None:
+                continue
+            if key in first:
+                a, b = find(first[key]), find(index)
+                if a != b:
+                    parent[max(a, b)] = min(a, b)
+            else:
+                first[key] = index
+    return [find(i) for i in range(n)]
+
+
+def duplicate_group_ids(data: Any, cache: bool = True) -> list[int]:
+    """Per row, its near-duplicate group: the smallest row index of the rows with the same content id
+    (sha256) or the same dHash. ``data``: a Dataset, a list of row dicts with `image` (and `id`), or images."""
+    images, ids = _rows_of(data)
+    ids, hashes = dhashes(images, ids, cache=cache)
+    return _union(len(images), (ids, hashes))
+
+
+def near_duplicate_groups(data: Any, min_size: int = 2, cache: bool = True) -> list[list[int]]:
+    """Near-duplicate groups of ``data`` as lists of row indices (see ``duplicate_group_ids``), in order of
+    their first row; only groups of at least ``min_size`` rows (1: every row)."""
+    members: dict[int, list[int]] = defaultdict(list)
+    for index, group in enumerate(duplicate_group_ids(data, cache=cache)):
+        members[group].append(index)
+    return [rows for _, rows in sorted(members.items()) if len(rows) >= min_size]
+
+
+def _merge_groups(groups: list[str] | None, duplicate_ids: list[int]) -> list[str]:
+    """Person groups (or none) joined with near-duplicate groups: one label per row for ``_split_indices``.
+    Without duplicates the labels are the ones it got before (the person, or the row index)."""
+    roots = _union(len(duplicate_ids), ([groups] if groups else []) + [duplicate_ids])
+    return [groups[root] if groups else str(root) for root in roots]
+
+
+def _split_table(data: Any) -> tuple[list[Any], list[str | None], list[float], list[str | None], list[str], list[str | None]]:
+    """images, ids, ages, splits, files and sources of a DatasetDict (splits in train/validation/test order),
+    a Dataset or a list of row dicts (split from a `split` key or column)."""
+    if isinstance(data, DatasetDict):
+        parts = [(name, data[name]) for name in sorted(data, key=lambda n: SPLITS.index(n) if n in SPLITS else len(SPLITS))]
+    else:
+        parts = [(None, data)]
+    images, ids, ages, splits, files, sources = [], [], [], [], [], []
+    for name, part in parts:
+        part_images, part_ids = _rows_of(part)
+        columns = part.column_names if isinstance(part, Dataset) else None
+
+        def column(key: str, part=part, columns=columns) -> list[Any]:
+            if columns is not None:
+                return _column(part, key) if key in columns else [None] * len(part)
+            return [row.get(key) if isinstance(row, dict) else None for row in part]
+
+        images += part_images
+        ids += part_ids or [None] * len(part_images)
+        ages += [None if a is None else float(a) for a in column("age")]
+        splits += [name] * len(part_images) if name else column("split")
+        part_files = column("file")
+        files += [f or _file_name(image) for f, image in zip(part_files, part_images)]
+        sources += column("source")
+    return images, ids, ages, splits, files, sources
+
+
+def _file_name(image: Any) -> str:
+    if isinstance(image, dict):
+        return Path(image.get("path") or "").name
+    return Path(image).name if isinstance(image, (str, Path)) else ""
+
+
+def _grouped(data: Any, cache: bool = True) -> tuple[dict[str, list[Any]], list[list[int]]]:
+    images, ids, ages, splits, files, sources = _split_table(data)
+    ids, hashes = dhashes(images, ids, cache=cache)
+    members: dict[int, list[int]] = defaultdict(list)
+    for index, group in enumerate(_union(len(images), (ids, hashes))):
+        members[group].append(index)
+    table = {"id": ids, "age": ages, "split": splits, "file": files, "source": sources, "dhash": hashes, "image": images}
+    return table, [rows for _, rows in sorted(members.items()) if len(rows) > 1]
+
+
+def _spread(ages: list[float | None]) -> float:
+    known = [a for a in ages if a is not None]
+    return max(known) - min(known) if known else 0.0
+
+
+def duplicate_summary(data: Any, tolerance: float = CONFLICT_TOLERANCE, cache: bool = True) -> dict[str, Any]:
+    """Counts for a report or a card: near-duplicate groups and their rows, byte-identical groups, groups
+    with conflicting ages (spread > ``tolerance``; also with any difference) and how many of those a
+    256-bit dHash confirms as one photo, groups it does not confirm at all, groups crossing splits, and
+    the ages of the widest confirmed conflict."""
+    table, groups = _grouped(data, cache=cache)
+    id_counts = defaultdict(int)
+    for content_id in table["id"]:
+        id_counts[content_id] += 1
+    spreads = [_spread([table["age"][i] for i in rows]) for rows in groups]
+    one_photo = [_same_photo(table, rows) for rows in groups]
+    confirmed = {g for g in range(len(groups)) if spreads[g] > tolerance and one_photo[g]}
+    widest = max(confirmed, key=lambda g: (spreads[g], -g), default=None)
+    return {
+        "rows": len(table["id"]), "groups": len(groups), "files": sum(len(rows) for rows in groups),
+        "identical_groups": sum(1 for n in id_counts.values() if n > 1),
+        "largest": max((len(rows) for rows in groups), default=0),
+        "unconfirmed": sum(1 for same in one_photo if not same),  # groups a 256-bit dHash splits: colliding faces
+        "tolerance": tolerance,
+        "conflicting": sum(1 for s in spreads if s > tolerance),
+        "conflicting_any": sum(1 for s in spreads if s > 0),
+        "conflicting_same_photo": len(confirmed),
+        "widest_ages": sorted({table["age"][i] for i in groups[widest]}) if widest is not None else [],
+        "cross_split": sum(1 for rows in groups if len({table["split"][i] for i in rows}) > 1),
+    }
+
+
+def _same_photo(table: dict[str, list[Any]], rows: list[int]) -> bool:
+    distances = _photo_distances([table["image"][i] for i in rows], [table["id"][i] for i in rows])
+    return max(max(row) for row in distances) <= SAME_PHOTO_DISTANCE
+
+
+def conflicting_groups(data: Any, tolerance: float = CONFLICT_TOLERANCE, cache: bool = True) -> list[dict[str, Any]]:
+    """Near-duplicate groups whose ages differ by more than ``tolerance`` years: the labels an annotator
+    should settle. ``data``: a DatasetDict (all splits), a Dataset or a list of row dicts. One dict per
+    group: group (1, 2, ...), size, age_min, age_max, age_spread, max_distance and same_photo (the largest
+    256-bit dHash distance between two members, and whether it is within ``SAME_PHOTO_DISTANCE``: if not,
+    the group likely joins different faces whose 64-bit hashes collide), and per row ids, files, ages,
+    splits, sources, distances (to the group's first row). Confirmed photos first, widest spread first."""
+    table, groups = _grouped(data, cache=cache)
+    found = []
+    for rows in groups:
+        ages = [table["age"][i] for i in rows]
+        if _spread(ages) > tolerance:
+            known = [a for a in ages if a is not None]
+            distances = _photo_distances([table["image"][i] for i in rows], [table["id"][i] for i in rows])
+            max_distance = max(max(row) for row in distances)
+            found.append({
+                "size": len(rows), "age_min": min(known), "age_max": max(known), "age_spread": max(known) - min(known),
+                "max_distance": max_distance, "same_photo": max_distance <= SAME_PHOTO_DISTANCE,
+                "ids": [table["id"][i] for i in rows], "files": [table["file"][i] for i in rows], "ages": ages,
+                "splits": [table["split"][i] for i in rows], "sources": [table["source"][i] for i in rows],
+                "distances": distances[0],
+            })
+    found.sort(key=lambda g: (not g["same_photo"], -g["age_spread"], g["files"][0]))
+    return [{"group": number, **group} for number, group in enumerate(found, start=1)]
+
+
+CONFLICT_COLUMNS = ("group", "same_photo", "age_spread", "file", "id", "age", "split", "source", "distance")
+
+
+def write_conflicts_csv(groups: list[dict[str, Any]], out: Any) -> int:
+    """``conflicting_groups`` as a CSV, one row per image (a path, or an open text file); returns the rows written."""
+    handle = open(out, "w", newline="", encoding="utf-8") if isinstance(out, (str, Path)) else out
+    try:
+        writer = csv.writer(handle)
+        writer.writerow(CONFLICT_COLUMNS)
+        written = 0
+        for group in groups:
+            for content_id, file, age, split, source, distance in zip(
+                group["ids"], group["files"], group["ages"], group["splits"], group["sources"], group["distances"]
+            ):
+                writer.writerow([group["group"], "yes" if group["same_photo"] else "no", f"{group['age_spread']:g}", file, content_id,
+                                 "" if age is None else f"{age:g}", split or "", source or "", distance])
+                written += 1
+        return written
+    finally:
+        if handle is not out:
+            handle.close()
+
+
+def _check_near_duplicates(dataset: DatasetDict, report: LoadReport, options: LoadOptions, source: Any) -> DatasetDict:
+    """Count near-duplicate groups into ``report``; drop the validation/test copies of groups that cross
+    a given split (the earliest split, train first, keeps its copies)."""
+    if options.cross_split_duplicates not in ("drop", "keep"):
+        raise DataError(f"cross_split_duplicates must be 'drop' or 'keep', not {options.cross_split_duplicates!r}.")
+    order = sorted(dataset, key=lambda n: SPLITS.index(n) if n in SPLITS else len(SPLITS))
+    table, groups = _grouped(DatasetDict({name: dataset[name] for name in order}))
+    offsets, start = {}, 0
+    for name in order:
+        offsets[name], start = start, start + len(dataset[name])
+    report.duplicate_groups = len(groups)
+    report.duplicate_files = sum(len(rows) for rows in groups)
+    report.conflicting_groups = sum(1 for rows in groups if _spread([table["age"][i] for i in rows]) > CONFLICT_TOLERANCE)
+    drop: dict[str, set[int]] = defaultdict(set)
+    crossing = 0
+    for rows in groups:
+        splits = [table["split"][i] for i in rows]
+        if len(set(splits)) > 1:
+            crossing += 1
+            keep = min(splits, key=order.index)
+            for i, split in zip(rows, splits):
+                if split != keep:
+                    drop[split].add(i - offsets[split])
+    report.cross_split_groups = crossing
+    report.cross_split_dropped = sum(len(v) for v in drop.values()) if options.cross_split_duplicates == "drop" else 0
+    if crossing:
+        where = ", ".join(f"{len(drop[name])} from {name}" for name in order if drop[name])
+        action = f"dropped {where}, keeping the earlier copy" if options.cross_split_duplicates == "drop" else f"kept them ({where} would be dropped)"
+        logger.warning("%s: %d near-duplicate groups (same image, or same difference hash) cross the given split: %s.",
+                       source, crossing, action)
+    if options.cross_split_duplicates == "drop" and drop:
+        dataset = DatasetDict({
+            name: split.select([i for i in range(len(split)) if i not in drop[name]]) if drop[name] else split
+            for name, split in dataset.items()
+        })
+    return dataset
+
+
+# --- CLI ---------------------------------------------------------------------------------------
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m age_model.data conflicts SOURCE --out conflicts.csv``: the near-duplicate groups with
+    conflicting ages, one row per image, for the annotators; prints the duplicate counts."""
+    parser = argparse.ArgumentParser(prog="python -m age_model.data", description="Check an age data source.")
+    commands = parser.add_subparsers(dest="command", required=True)
+    conflicts = commands.add_parser("conflicts", help="near-duplicate groups whose ages disagree, as CSV")
+    conflicts.add_argument("source", help="data folder, labels CSV or saved dataset (as train.py --data)")
+    conflicts.add_argument("--out", type=Path, help="CSV to write (default: standard output)")
+    conflicts.add_argument("--tolerance", type=float, default=CONFLICT_TOLERANCE,
+                           help=f"ages further apart than this many years conflict (default {CONFLICT_TOLERANCE:g})")
+    conflicts.add_argument("--data-format", default="auto", choices=("auto", *FORMATS))
+    conflicts.add_argument("--labels-file")
+    conflicts.add_argument("--on-bad-rows", default="error", choices=("error", "skip"))
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(message)s")
+    options = LoadOptions(data_format=args.data_format, labels_file=args.labels_file, on_bad_rows=args.on_bad_rows,
+                          cross_split_duplicates="keep")  # list every copy, also those training would drop
+    try:
+        dataset, _ = load_age_dataset(args.source, options)
+    except DataError as error:
+        print(error, file=sys.stderr)
+        return 1
+    summary = duplicate_summary(dataset, args.tolerance)
+    groups = conflicting_groups(dataset, args.tolerance)
+    written = write_conflicts_csv(groups, args.out if args.out else sys.stdout)
+    print(f"{args.source}: {summary['rows']:,} rows; {summary['groups']:,} near-duplicate groups hold {summary['files']:,} rows "
+          f"({summary['identical_groups']:,} byte-identical groups, {summary['cross_split']:,} crossing splits); "
+          f"{len(groups):,} groups have ages more than {args.tolerance:g} years apart ({summary['conflicting_any']:,} differ at all), "
+          f"{summary['conflicting_same_photo']:,} of them confirmed as one photo by a 256-bit dHash"
+          + (f"; wrote {written:,} rows to {args.out}" if args.out else ""), file=sys.stderr)
+    return 0
+
+
+__all__ = [
+    "DataError", "LoadOptions", "LoadReport", "load_age_dataset", "load_age_datasets", "detect_format", "FORMATS",
+    "dhash", "dhashes", "near_duplicate_groups", "duplicate_group_ids", "conflicting_groups", "write_conflicts_csv",
+    "duplicate_summary", "fine_dhash", "CONFLICT_TOLERANCE", "SAME_PHOTO_DISTANCE",
+]
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -155,8 +155,33 @@ def test_appa_real_card_numbers(shared_dir: Path) -> None:
 def test_utkface_card_numbers(shared_dir: Path) -> None:
     card = DatasetCard.load(cards.CARDS_DIR / "utkface.md")
     splits = {s["name"]: s["num_examples"] for s in card.data.dataset_info["splits"]}
-    assert splits == {"train": 6842, "validation": 979, "test": 1957}
-    assert "30.1% of the faces are under 10" in card.text and "20261123" in card.text
+    assert splits == {"train": 16599, "validation": 2370, "test": 4738}
+    assert card.data.pretty_name == "UTKFace" and card.data.size_categories == ["10K<n<100K"]
+    text = " ".join(card.text.split())  # the template wraps lines where it likes
+    assert "23,707 labelled face crops" in text and "20261201" in text and "12.9% of the faces are under 10" in text
+    # near-duplicates, computed from the images: the numbers ORIGIN.txt of the shared copy gives
+    assert "**650 groups of 1,372 files** (375 groups of byte-identical files; the largest group has 6 files)" in text
+    assert "in 63 groups a finer 256-bit dHash tells the faces apart" in text  # colliding 64-bit hashes of different faces
+    assert "430 groups carry different ages, **380 of them more than 1 year apart** (320 of those confirmed as one photo" in text
+    assert "No group spans two splits." in text
+
+
+def test_aaf_card_numbers(shared_dir: Path) -> None:
+    card = DatasetCard.load(cards.CARDS_DIR / "aaf.md")
+    splits = {s["name"]: s["num_examples"] for s in card.data.dataset_info["splits"]}
+    assert splits == {"train": 5845, "validation": 792}
+    assert card.data.license == "other" and card.data.license_name == "aaf-research-use-citation"
+    text = " ".join(card.text.split())
+    assert "6,637 aligned faces, ages 2-80" in text and "**no explicit licence**" in text and "cheng2019exploiting" in text
+    assert "**71 groups of 146 files** (55 groups of byte-identical files" in text and "No group spans two splits." in text
+    assert "confirms every group as one photo" in text and "**55 of them more than 1 year apart** (55 of those confirmed" in text
+
+
+def test_card_leaves_duplicates_out_without_images(tmp_path: Path) -> None:
+    labels = tmp_path / "labels.csv"
+    labels.write_text("file_name,real_age,gender,race,split\na.jpg,30,0,0,train\nb.jpg,8,1,2,valid\nc.jpg,15,1,,test\n", encoding="utf-8")
+    text = str(cards.render_dataset_card("utkface", labels))
+    assert "Near-duplicates" not in text and "3 labelled face crops" in text and "(1 lack the race field)" in " ".join(text.split())
 
 
 def test_dataset_card_cli(shared_dir: Path, tmp_path: Path) -> None:
