@@ -100,7 +100,8 @@ def test_apply_feedback_from_export_and_from_store(store_url: str, fixture_dir: 
         ids = populate(store, images)
         export_feedback(store, tmp_path / "export")
     base = small_training_set(images)
-    expected = {"corrected": 2, "changed": 1, "added": 1, "skipped_unsettled": 2, "unmatched": 0, "already_present": 0}
+    expected = {"corrected": 2, "changed": 1, "corrected_by_split": {"train": 2}, "withheld_test": 0, "added": 1,
+                "skipped_unsettled": 2, "unmatched": 0, "already_present": 0}
     for source in (str(tmp_path / "export"), store_url):
         merged, summary = apply_feedback(base, source)
         assert summary == expected

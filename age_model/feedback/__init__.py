@@ -11,12 +11,12 @@ from .errors import (
 )
 from .fsck import FsckReport
 from .images import sample_id_of, strip_metadata
-from .records import AGE_MAX, AGE_MIN, UPLOAD_SOURCES, Label, LabelRules, Sample, Status, Vote
+from .records import AGE_MAX, AGE_MIN, PUBLIC_PREFIX, UPLOAD_SOURCES, Label, LabelRules, Sample, Status, Vote, is_public_submitter
 from .store import FeedbackStore
 from .urls import DEFAULT_URL, parse_store_url
 
 __all__ = [
-    "AGE_MAX", "AGE_MIN", "DEFAULT_URL", "UPLOAD_SOURCES",
+    "AGE_MAX", "AGE_MIN", "DEFAULT_URL", "PUBLIC_PREFIX", "UPLOAD_SOURCES", "is_public_submitter",
     "FeedbackError", "FeedbackStore", "FsckReport", "InvalidAgeError", "InvalidAnnotatorError",
     "InvalidFieldError", "InvalidImageError", "Label", "LabelRules", "NothingToUndoError", "Sample",
     "Status", "StoreConnectionError", "StoreURLError", "UnknownSampleError", "Vote",

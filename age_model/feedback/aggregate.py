@@ -12,7 +12,7 @@ from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
-from .records import Label, LabelRules, Status, Vote
+from .records import Label, LabelRules, Status, Vote, is_public_submitter
 
 
 def active_votes(votes: Iterable[Vote]) -> list[Vote]:
@@ -61,6 +61,12 @@ def aggregate(
     )
     if not live:
         return Label(status=Status.UNREVIEWED, age=None, age_std=None, num_votes=0, **common)
+    team = [v for v in live if not is_public_submitter(v.annotator)]
+    if not team:  # only strangers have spoken: their word is a lead for annotators, never a label
+        public_ages = [float(v.age) for v in live]  # type: ignore[arg-type]
+        return Label(status=Status.UNVERIFIED, age=math.fsum(public_ages) / len(public_ages), age_std=None,
+                     num_votes=0, **common)
+    live = team
     ages = [float(v.age) for v in live]  # type: ignore[arg-type]
     mean = math.fsum(ages) / len(ages)
     std = math.sqrt(math.fsum((a - mean) ** 2 for a in ages) / len(ages))
@@ -90,7 +96,7 @@ def agreement(votes_by_sample: Mapping[str, Iterable[Vote]], within: float = 5.0
     counts: dict[str, int] = defaultdict(int)
     multi = 0
     for votes in votes_by_sample.values():
-        live = active_votes(votes)
+        live = [v for v in active_votes(votes) if not is_public_submitter(v.annotator)]
         for v in live:
             counts[v.annotator] += 1
         if len(live) < 2:

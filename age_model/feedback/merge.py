@@ -1,13 +1,16 @@
 """Fold settled feedback into a training DatasetDict before retraining.
 
-- Corrections override the original ``age`` in every split, matched on ``id`` (the sha256 of the
-  image file bytes that the data loader and the store both use).
+- Corrections override the original ``age`` in the train and validation splits, matched on ``id``
+  (the sha256 of the image file bytes that the data loader and the store both use). Test-split
+  corrections are withheld unless ``include_test=True``: an annotator who saw the model's estimate
+  before correcting it would otherwise move the reported test figures towards the model.
 - Consented uploads join the ``train`` split as new rows (their image bytes come from the store
   or the export), unless a split already holds the same image.
 - Only ``settled`` labels are used; pending / needs-another-look ones are counted and skipped.
 
 The summary dict is what the model card prints: ``corrected`` (rows whose label was replaced by
-the feedback label), ``changed`` (of those, rows whose age actually moved), ``added``,
+the feedback label), ``changed`` (of those, rows whose age actually moved), ``corrected_by_split``,
+``withheld_test`` (test-split corrections left out), ``added``,
 ``skipped_unsettled``, ``unmatched`` (settled corrections of samples not in this data set) and
 ``already_present`` (uploads whose image the data set already has).
 """
@@ -56,14 +59,15 @@ def _new_rows(uploads: list[dict[str, Any]], features: datasets.Features) -> dat
     return datasets.Dataset.from_dict(columns, features=features)
 
 
-def apply_feedback(dataset: datasets.DatasetDict, feedback: str | os.PathLike[str] | datasets.Dataset) -> tuple[datasets.DatasetDict, dict[str, int]]:
+def apply_feedback(dataset: datasets.DatasetDict, feedback: str | os.PathLike[str] | datasets.Dataset,
+                   include_test: bool = False) -> tuple[datasets.DatasetDict, dict[str, Any]]:
     """Return the data set with settled feedback applied, and a summary of what changed."""
     table = load_feedback(feedback)
     rows = table.to_list()
     settled = [r for r in rows if r["status"] == str(Status.SETTLED) and r["age"] is not None]
     corrections = {r["id"]: float(r["age"]) for r in settled}
-    summary = {"corrected": 0, "changed": 0, "added": 0, "skipped_unsettled": len(rows) - len(settled),
-               "unmatched": 0, "already_present": 0}
+    summary: dict[str, Any] = {"corrected": 0, "changed": 0, "corrected_by_split": {}, "withheld_test": 0, "added": 0,
+                               "skipped_unsettled": len(rows) - len(settled), "unmatched": 0, "already_present": 0}
     seen: set[str] = set()
     out: dict[str, datasets.Dataset] = {}
     for name, split in dataset.items():
@@ -72,6 +76,11 @@ def apply_feedback(dataset: datasets.DatasetDict, feedback: str | os.PathLike[st
         ids = list(split["id"])
         seen.update(ids)
         hits = [i for i, sid in enumerate(ids) if sid in corrections]
+        if name == "test" and not include_test:
+            summary["withheld_test"] += len(hits)
+            out[name] = split
+            continue
+        summary["corrected_by_split"][name] = len(hits)
         age_feature = split.features["age"]
         if not (isinstance(age_feature, datasets.Value) and age_feature.dtype.startswith("float")):
             split = split.cast_column("age", datasets.Value("float64"))

@@ -13,12 +13,22 @@ from pathlib import Path
 
 UPLOAD_SOURCES = frozenset({"upload", "webcam"})  # stakeholder submissions; everything else is a data set
 AGE_MIN, AGE_MAX = 0.0, 120.0
+# Votes from the public page are signed "public:<pseudonym>". Annotator logins cannot contain ':'
+# (the annotators file is name:password), so no team member can ever be mistaken for a stranger.
+PUBLIC_PREFIX = "public:"
+
+
+def is_public_submitter(annotator: str) -> bool:
+    """True for a vote cast on the public page (unverified), False for a logged-in annotator."""
+    return annotator.startswith(PUBLIC_PREFIX)
 
 
 class Status(enum.StrEnum):
     """Where a sample's label stands.
 
     - ``unreviewed``: no active vote (never voted on, or every vote was retracted).
+    - ``unverified``: only strangers on the public page have voted; their age is kept and shown to
+      annotators but never trains, never overrides a label and never settles anything.
     - ``needs_another_look``: at least two annotators and their votes disagree: the standard
       deviation exceeds ``LabelRules.disagreement_std``.
     - ``pending_second_opinion``: the aggregate crosses a legal age (18, 25) relative to the label
@@ -29,6 +39,7 @@ class Status(enum.StrEnum):
     """
 
     UNREVIEWED = "unreviewed"
+    UNVERIFIED = "unverified"
     NEEDS_ANOTHER_LOOK = "needs_another_look"
     PENDING_SECOND_OPINION = "pending_second_opinion"
     SETTLED = "settled"
