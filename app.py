@@ -63,6 +63,7 @@ def main(argv: list[str] | None = None) -> int:
     options = ServerOptions(
         model=resolve_model(args.model), store=args.store or os.environ.get("AGECHECK_FEEDBACK_STORE", DEFAULT_STORE),
         host=args.host, port=args.port, threshold=args.threshold, annotators=read_annotators(args.annotators),
+        annotators_file=args.annotators,
         review=args.review, examples=args.examples, queue_size=args.queue_size, max_file_size=args.max_file_size,
         push_feedback_to=args.push_feedback_to, push_every_minutes=args.push_every,
     )

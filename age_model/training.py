@@ -64,7 +64,8 @@ class DataArguments:
     labels_file: str | None = field(default=None, metadata={"help": "Labels CSV inside the data folder (default labels.csv or the only CSV)."})
     on_bad_rows: str = field(default="error", metadata={"help": "'error' stops at the first bad row; 'skip' leaves bad rows out and counts them."})
     faces: str = field(default="auto", metadata={"help": "'cropped': images are face crops; 'detect': photos, find and crop the face; 'auto': from the format."})
-    feedback: str | None = field(default=None, metadata={"help": "Feedback store URL or export folder: corrected labels override, consented uploads join train."})
+    feedback: str | None = field(default=None, metadata={"help": "Feedback store URL or export folder: settled corrections override labels (train and validation), consented uploads join train."})
+    feedback_on_test: bool = field(default=False, metadata={"help": "Also apply feedback corrections to the test split (off: an annotator saw the model's estimate, so test figures would lean towards it)."})
     def __post_init__(self) -> None:
         if isinstance(self.data, (str, Path)):
             self.data = [str(self.data)]
@@ -355,7 +356,7 @@ def run_training(data_args: DataArguments, model_args: ModelArguments, training_
     if data_args.feedback:
         from age_model.feedback.merge import apply_feedback
 
-        dataset, feedback_summary = apply_feedback(dataset, data_args.feedback)
+        dataset, feedback_summary = apply_feedback(dataset, data_args.feedback, include_test=data_args.feedback_on_test)
         logger.info("Feedback applied: %s", feedback_summary)
     dataset = _limit(dataset, data_args)
     faces = reports[0].faces if data_args.faces == "auto" else data_args.faces

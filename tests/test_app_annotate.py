@@ -104,7 +104,7 @@ def test_login_is_required(app):
 
 def test_queue_hands_out_worst_first_and_records_confirm_correct_undo_skip(alice, store, app):
     first = alice.predict("dataset", api_name="/next")
-    assert re.fullmatch(r"[0-9a-f]{64}", first[SID]) and Path(first[IMAGE]).is_file()
+    assert re.fullmatch(r"[0-9a-f]{64}", first[SID]) and first[IMAGE].startswith("<img src=\"data:image/jpeg;base64,")  # inline: no public file
     assert re.fullmatch(r"\d+(\.\d)? ± \d+(\.\d)?", first[MODEL]), first[MODEL]
     assert "suspicion" in first[INFO] and "alice" in first[PROGRESS]
     assert alice.predict("dataset", api_name="/next")[SID] == first[SID]  # the held item, not a new one

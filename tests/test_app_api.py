@@ -213,14 +213,19 @@ def test_report_age_refuses_a_face_that_is_not_there(client):
 
 
 def test_healthz(app_url):
-    health = httpx.get(app_url[0] + "/healthz", timeout=10).json()
+    response = httpx.get(app_url[0] + "/healthz", timeout=10)
+    health = response.json()
+    assert response.status_code == 200
     assert health["status"] == "ok" and health["model_loaded"] is True and health["model_error"] is None
-    assert health["store"] == app_url[1] and health["store_error"] is None
+    assert health["store"] == "sqlite" and health["store_reachable"] is True and health["store_error"] is None
+    assert app_url[1] not in response.text  # the store's URL (and so any password in it) is never shown
 
 
 def test_without_a_model_the_app_starts_and_explains(tmp_path):
     with serve_app(tmp_path / "no-such-model", f"sqlite:///{tmp_path}/fb.db") as url:
-        health = httpx.get(url + "/healthz", timeout=10).json()
+        response = httpx.get(url + "/healthz", timeout=10)
+        health = response.json()
+        assert response.status_code == 503
         assert health["status"] == "degraded" and health["model_loaded"] is False and health["model_error"]
         page = httpx.get(url + "/", timeout=10)
         assert page.status_code == 200

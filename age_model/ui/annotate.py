@@ -26,7 +26,10 @@ here updates or deletes a vote.
 
 from __future__ import annotations
 
+import base64
 import hashlib
+import html
+import io
 import json
 import logging
 import random
@@ -39,6 +42,8 @@ from pathlib import Path
 from typing import Any
 
 import gradio as gr
+
+from age_model.ui.errors import user_error
 import pandas as pd
 
 from age_model.review import Candidate, ReviewItem, ReviewQueue
@@ -104,7 +109,7 @@ ANNOTATE_HEAD = """<script>
 </script>"""
 
 ANNOTATE_CSS = """
-#ann_image img, #ann_crop img { object-fit: contain; }
+#ann_image img, #ann_crop img { object-fit: contain; max-height: 380px; max-width: 100%; }
 #ann_label input, #ann_model textarea { font-size: 1.25rem; font-weight: 600; }
 #ann_progress p { margin: 0; }
 """
@@ -252,8 +257,12 @@ class DatasetReview:
         self.thread.start()
         return self
 
-    def stop(self) -> None:
+    def stop(self, timeout: float = 3.0) -> bool:
+        """Ask the scorer to stop and wait for it; True once it has (a clean Ctrl-C needs that)."""
         self._stop.set()
+        if self.thread.is_alive():
+            self.thread.join(timeout)
+        return not self.thread.is_alive()
 
     def wait(self, timeout: float) -> bool:
         """True once the queue is open (or loading failed: see ``error``)."""
@@ -399,6 +408,18 @@ class DatasetReview:
 # ----------------------------------------------------------------------------- the page's logic
 
 
+def inline_image(image: Any, alt: str, max_side: int = 512) -> str:
+    """An ``<img>`` with the picture inside it (a JPEG data URI): it travels only in the logged-in
+    page's own response, so no URL exists that a stranger could fetch."""
+    picture = image.convert("RGB")
+    if max(picture.size) > max_side:
+        picture = picture.copy()
+        picture.thumbnail((max_side, max_side))
+    buffer = io.BytesIO()
+    picture.save(buffer, format="JPEG", quality=92)
+    return f'<img src="data:image/jpeg;base64,{base64.b64encode(buffer.getvalue()).decode()}" alt="{html.escape(alt)}">'
+
+
 class Annotator:
     """What the Annotate tab does, independent of its layout (the handlers call these)."""
 
@@ -423,6 +444,7 @@ class Annotator:
             if options.review:
                 self.review = DatasetReview(options.review, self.store, predictor, cache_dir, state.model,
                                             state.model_version).start()
+                state.stoppers.append(self.review.stop)
 
     # -- who, which queue ----------------------------------------------------------------------
 
@@ -434,7 +456,7 @@ class Annotator:
         """The logged-in annotator; without logins every vote action refuses."""
         name = getattr(request, "username", None)
         if not name:
-            raise gr.Error(HOW_TO_ENABLE if not self.enabled else "Log in at /annotate first.")
+            raise user_error(HOW_TO_ENABLE if not self.enabled else "Log in at /annotate first.")
         if self.store is None:
             self.state.require_store()
         return str(name)
@@ -446,12 +468,12 @@ class Annotator:
                 self.state.require_store()
             return self.submissions  # type: ignore[return-value]
         if self.review is None:
-            raise gr.Error("No data set to review: start the app with `--review DATA` (any folder train.py reads).")
+            raise user_error("No data set to review: start the app with `--review DATA` (any folder train.py reads).")
         self.review.wait(WAIT_FOR_QUEUE)
         if self.review.phase == "failed":
-            raise gr.Error(self.review.status())
+            raise user_error(self.review.status())
         if self.review.queue is None or not self.review._ready.is_set():
-            raise gr.Error(f"{self.review.status()} The first items are not ready yet: press Next (N) in a few seconds.")
+            raise user_error(f"{self.review.status()} The first items are not ready yet: press Next (N) in a few seconds.")
         return self.review.queue
 
     def status_line(self) -> str:
@@ -493,7 +515,7 @@ class Annotator:
             empty = pd.DataFrame(columns=VOTE_COLUMNS)
             info = ("**Nothing left for you in this queue.** Every item is settled, already has your vote, or is "
                     "being reviewed by someone else right now. Press Next (N) to look again, or switch queues.")
-            return ("", None, gr.update(value=None, visible=False), info, None, "", None, gr.update(value=30),
+            return ("", "", gr.update(value="", visible=False), info, None, "", None, gr.update(value=30),
                     empty, progress, message)
         image = queue.image(item)
         crop = None
@@ -509,7 +531,8 @@ class Annotator:
             spread = "" if item.model_spread is None else f" ± {item.model_spread:.1f}"
             model = f"{item.model_age:.1f}{spread}"
         start = label if label is not None else (None if item.model_age is None else round(item.model_age))
-        return (item.sample_id, image.convert("RGB"), gr.update(value=crop, visible=crop is not None),
+        return (item.sample_id, inline_image(image, "Image under review"),
+                gr.update(value=inline_image(crop, "Face the model sees") if crop is not None else "", visible=crop is not None),
                 self.describe(queue, item), label, model, start, gr.update(value=start if start is not None else 30),
                 self.vote_table(item.sample_id), progress, message)
 
@@ -561,26 +584,26 @@ class Annotator:
         annotator = self.user(request)
         queue = self.queue(queue_name)
         if not sample_id:
-            raise gr.Error("No item on screen: press Next (N).")
+            raise user_error("No item on screen: press Next (N).")
         holder = self.store.active_claims().get(sample_id)
         if holder is not None and holder[0] != annotator:
-            raise gr.Error(f"{holder[0]} is reviewing this item right now: press Next (N) for another one.")
+            raise user_error(f"{holder[0]} is reviewing this item right now: press Next (N) for another one.")
         cand = next((c for c in queue.candidates() if c.sample_id == sample_id), None)
         if cand is None:
-            raise gr.Error("This item is not in the selected queue: press Next (N).")
+            raise user_error("This item is not in the selected queue: press Next (N).")
         label = self.store.labels([sample_id]).get(sample_id)
         if label is not None and annotator in label.annotators:
-            raise gr.Error("You have already voted on this item. Undo (U) takes your last vote back; Next (N) moves on.")
+            raise user_error("You have already voted on this item. Undo (U) takes your last vote back; Next (N) moves on.")
         if confirm:
             age = label.age if label is not None and label.age is not None else cand.original_label
             if age is None:
-                raise gr.Error("This item has no label to confirm: type the age you see and press Correct (Enter).")
+                raise user_error("This item has no label to confirm: type the age you see and press Correct (Enter).")
         elif age is None or age == "":
-            raise gr.Error("Type the age you see (0-120 years), then press Correct or Enter.")
+            raise user_error("Type the age you see (0-120 years), then press Correct or Enter.")
         try:
             vote = queue.submit(sample_id, age, annotator)
         except FeedbackError as error:
-            raise gr.Error(str(error)) from None
+            raise user_error(str(error)) from None
         self.skipped[(annotator, queue_name)].discard(sample_id)
         done = "Confirmed" if confirm else "Corrected to"
         return self.next(queue_name, request, f"{done} {vote.age:g} (sample `{sample_id[:12]}`, vote #{vote.id}). U undoes it.")
@@ -608,7 +631,7 @@ class Annotator:
         try:
             retraction = self.store.undo(annotator, note="undone in the Annotate tab")
         except FeedbackError as error:
-            raise gr.Error(str(error)) from None
+            raise user_error(str(error)) from None
         undone = retraction.sample_id
         message = f"Undid your vote on `{undone[:12]}` (vote #{retraction.retracts}; it stays in the history as undone)."
         if any(c.sample_id == undone for c in queue.candidates()) and self.store.claim(undone, annotator, ttl=queue.claim_ttl):
@@ -654,10 +677,10 @@ def build_annotate_app(state: AppState, options: Any) -> gr.Blocks:
                 with gr.Row(equal_height=False):
                     with gr.Column(scale=3):
                         with gr.Row():
-                            image = gr.Image(label="Image", type="pil", format="jpeg", interactive=False, height=380,
-                                             elem_id="ann_image", buttons=[])
-                            crop = gr.Image(label="Face the model sees", type="pil", format="jpeg", interactive=False,
-                                            height=380, visible=False, elem_id="ann_crop", buttons=[])
+                            # Inline images, never files: Gradio's file cache is shared with the public page,
+                            # which would serve any cached face to whoever has its URL.
+                            image = gr.HTML(elem_id="ann_image")
+                            crop = gr.HTML(visible=False, elem_id="ann_crop")
                         info = gr.Markdown(elem_id="ann_info")
                     with gr.Column(scale=2):
                         with gr.Row():

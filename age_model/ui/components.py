@@ -4,6 +4,8 @@ module that subclasses a component (ignored by git)."""
 from typing import Any
 
 import gradio as gr
+
+from age_model.ui.errors import user_error
 from PIL import Image
 
 from age_model.faces import MAX_PIXELS
@@ -18,6 +20,6 @@ class SafeImage(gr.Image):
         try:
             return super().preprocess(payload)
         except Image.DecompressionBombError as error:  # Pillow's message gives the size, not the path
-            raise gr.Error(f"This image is too large to open safely: {error} Use a photo under {MAX_PIXELS // 1_000_000} MP.") from None
+            raise user_error(f"This image is too large to open safely: {error} Use a photo under {MAX_PIXELS // 1_000_000} MP.") from None
         except Exception as error:  # Pillow raises many kinds for broken files
-            raise gr.Error(f"This file could not be opened as an image ({type(error).__name__}). Upload a JPEG, PNG or WebP photo.") from None
+            raise user_error(f"This file could not be opened as an image ({type(error).__name__}). Upload a JPEG, PNG or WebP photo.") from None

@@ -1,15 +1,24 @@
 """The Predict tab: a photo in, every face boxed with `age ± spread` and a Challenge-25 verdict out."""
 
+import hashlib
+import hmac
 import io
 import logging
+import math
+import os
+import time
+import uuid
 from pathlib import Path
 from typing import Any
 
 import gradio as gr
+
+from age_model.ui.errors import user_error
 from PIL import Image, ImageDraw, ImageFont
 
 from age_model.faces import ImageError, load_image
-from age_model.policy import ASK_FOR_ID, NO_ID_NEEDED, verdict  # noqa: F401  (re-exported for the tests)
+from age_model.feedback import PUBLIC_PREFIX
+from age_model.policy import AGE_RANGE, ASK_FOR_ID, NO_ID_NEEDED, THRESHOLD_RANGE, verdict  # noqa: F401  (re-exported for the tests)
 from age_model.ui.components import SafeImage
 from age_model.ui.state import AppState
 
@@ -56,18 +65,88 @@ def open_photo(photo_path: str) -> Image.Image:
     try:
         return load_image(photo_path)
     except ImageError as error:
-        raise gr.Error(str(error).replace(str(photo_path), Path(photo_path).name)) from None
+        raise user_error(str(error).replace(str(photo_path), Path(photo_path).name)) from None
 
 
-def predict_photo(state: AppState, photo_path: str | None, threshold: float) -> tuple[Image.Image | None, str, list[list[Any]], dict]:
+# --------------------------------------------------------------------------- strict API inputs
+# Every value below arrives from a stranger as JSON. Each check says in one sentence what to send.
+
+
+def finite_number(value: Any, what: str, low: float, high: float) -> float:
+    """A JSON number (not a string, not a boolean, not NaN/Infinity) within [low, high]."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise user_error(f"{what} must be a number between {low:g} and {high:g}, got {type(value).__name__}.")
+    if not math.isfinite(value) or not low <= value <= high:
+        raise user_error(f"{what} must be a number between {low:g} and {high:g}, got {value!r}.")
+    return float(value)
+
+
+def check_threshold(value: Any) -> float:
+    return finite_number(value, "The ID threshold", *THRESHOLD_RANGE)
+
+
+def check_consent(value: Any) -> bool:
+    """Consent is a JSON boolean: the strings "false" or "no" are not consent, nor refusals."""
+    if not isinstance(value, bool):
+        raise user_error(f"Consent must be true or false (a JSON boolean), got {type(value).__name__}.")
+    return value
+
+
+def check_face_number(value: Any) -> int:
+    number = finite_number(1 if value is None else value, "The face number", 1, 1000)
+    if number != int(number):
+        raise user_error(f"The face number must be a whole number, got {value!r}.")
+    return int(number)
+
+
+def submitter_pseudonym(request: gr.Request | None, key: bytes) -> str:
+    """``public:<12 hex>``: one stable pseudonym per browser (address and user agent) under this
+    server's key; the address itself is never stored. Never a team member's name (those have no ':')."""
+    if request is None:
+        return PUBLIC_PREFIX + "unknown"
+    address = getattr(getattr(request, "client", None), "host", None) or "unknown"
+    agent = (getattr(request, "headers", None) or {}).get("user-agent", "")
+    digest = hmac.new(key, f"{address}|{agent}".encode(), hashlib.sha256).hexdigest()[:12]
+    return PUBLIC_PREFIX + digest
+
+
+RESULTS_KEEP_SECONDS = 600
+
+
+def result_file(image: Image.Image, folder: Path | None) -> str | Image.Image:
+    """The boxed photo as a JPEG file of its own (a unique name per request, written atomically).
+
+    Gradio names cached outputs by their content, so identical concurrent requests rewrote one
+    file while others were reading it; a unique file per request cannot be half-written.
+    """
+    if folder is None:
+        return image
+    results = folder / "agecheck-results"
+    results.mkdir(parents=True, exist_ok=True)
+    now = time.time()
+    for old in results.iterdir():  # the folder is the server's own: keep it small
+        try:
+            if now - old.stat().st_mtime > RESULTS_KEEP_SECONDS:
+                old.unlink()
+        except OSError:
+            pass
+    name = uuid.uuid4().hex
+    partial, final = results / f".{name}.part", results / f"{name}.jpg"
+    image.save(partial, format="JPEG", quality=90)
+    os.replace(partial, final)
+    return str(final)
+
+
+def predict_photo(state: AppState, photo_path: str | None, threshold: float) -> tuple[Image.Image | str | None, str, list[list[Any]], dict]:
     """The work behind the Estimate button and the `/predict` API endpoint."""
     predictor = state.require_predictor()
+    threshold = check_threshold(threshold)
     if not photo_path:
-        raise gr.Error("No photo yet: upload one, paste one, or take one with the webcam.")
+        raise user_error("No photo yet: upload one, paste one, or take one with the webcam.")
     photo = open_photo(photo_path)
     result = predictor.predict([photo])[0]
     if result.error:
-        raise gr.Error(result.error)
+        raise user_error(result.error)
     rows = [[i, round(f.age, 1), round(f.spread, 1), verdict(f.age, f.spread, threshold), round(f.score, 2)]
             for i, f in enumerate(result.faces, start=1)]
     summary = _summary(result, threshold)
@@ -75,7 +154,7 @@ def predict_photo(state: AppState, photo_path: str | None, threshold: float) -> 
                           "score": round(f.score, 3), "verdict": verdict(f.age, f.spread, threshold)}
                          for i, f in enumerate(result.faces, start=1)],
                "threshold": threshold, "seconds": round(result.seconds, 3), "message": result.message}
-    return draw_faces(photo, result.faces, threshold), summary, rows, payload
+    return result_file(draw_faces(photo, result.faces, threshold), state.upload_folder), summary, rows, payload
 
 
 def _summary(result: Any, threshold: float) -> str:
@@ -96,34 +175,44 @@ def lossless_bytes(crop: Image.Image) -> bytes:
     return buffer.getvalue()
 
 
-def report_age(state: AppState, photo_path: str | None, face_number: float | None, real_age: float | None,
-               consent: bool, note: str, source: str | None, request: gr.Request | None = None) -> str:
-    """"This is wrong, the real age is N": the face crop and the age go into the feedback store."""
+def report_age(state: AppState, photo_path: str | None, face_number: Any, real_age: Any,
+               consent: Any, note: Any, source: str | None, request: gr.Request | None = None) -> str:
+    """"This is wrong, the real age is N": the face crop and the age go into the feedback store.
+
+    A stranger's report is stored **unverified**, signed with a pseudonym: it never overrides a
+    label and never trains a model until an annotator confirms or corrects it (Submissions queue).
+    """
     predictor = state.require_predictor()
     store = state.require_store()
     if not photo_path:
-        raise gr.Error("Estimate a photo first, then say which face is wrong.")
+        raise user_error("Estimate a photo first, then say which face is wrong.")
     if real_age is None:
-        raise gr.Error("Enter the real age in years.")
-    if not consent:
-        raise gr.Error("Tick the consent box: without it nothing is stored.")
+        raise user_error("Enter the real age in years.")
+    real_age = finite_number(real_age, "The real age", *AGE_RANGE)
+    number = check_face_number(face_number)
+    if not check_consent(consent):
+        raise user_error("Tick the consent box: without it nothing is stored.")
+    if note is not None and not isinstance(note, str):
+        raise user_error("The note must be text.")
+    if note and len(note) > 500:
+        raise user_error("The note is too long: at most 500 characters.")
     photo = open_photo(photo_path)
     faces, crops = predictor.find_faces(photo)
-    number = int(face_number or 1)
     if not 1 <= number <= len(faces):
-        raise gr.Error(f"There is no face {number} in this photo: it has {len(faces)}.")
+        raise user_error(f"There is no face {number} in this photo: it has {len(faces)}.")
     ages, _ = predictor.predict_crops([crops[number - 1]])
-    user = getattr(request, "username", None) or "stakeholder"
+    user = getattr(request, "username", None) or submitter_pseudonym(request, state.pseudonym_key)
     try:
         vote = store.add_upload(
-            lossless_bytes(crops[number - 1]), real_age, user, consent=True, source=source or "upload",
+            lossless_bytes(crops[number - 1]), real_age, user, consent=True, source=source if source in ("upload", "webcam") else "upload",
             model_age=float(ages[0]), model_version=state.model_version, note=(note or None),
             original_name=Path(photo_path).name, strip=False,
         )
     except ValueError as error:  # the store's validation errors say what was wrong
-        raise gr.Error(str(error)) from None
-    logger.info("correction stored for sample %s by %s", vote.sample_id[:12], user)
-    return f"Thank you: stored as sample `{vote.sample_id[:12]}` (real age {float(real_age):g}, the model said {ages[0]:.0f})."
+        raise user_error(str(error)) from None
+    logger.info("unverified report stored for sample %s by %s", vote.sample_id[:12], user)
+    return (f"Thank you: stored as sample `{vote.sample_id[:12]}` (real age {real_age:g}, the model said {ages[0]:.0f}). "
+            "An annotator will check it before it is used.")
 
 
 def build_predict_tab(state: AppState, examples: list[str]) -> None:

@@ -1,7 +1,12 @@
 """One web server: the public demo at `/`, the annotators' tool at `/annotate` behind login, `/healthz`."""
 
+import contextlib
 import logging
 import os
+import shutil
+import signal
+import sys
+import tempfile
 import threading
 import time
 from dataclasses import dataclass, field
@@ -13,7 +18,9 @@ os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
 import gradio as gr  # noqa: E402  (the environment above must be set before gradio is imported)
 import uvicorn  # noqa: E402
 from fastapi import FastAPI  # noqa: E402
-from fastapi.responses import RedirectResponse  # noqa: E402
+from fastapi.responses import JSONResponse, RedirectResponse  # noqa: E402
+
+from age_model.ui.guard import GuardMiddleware, GuardPolicy  # noqa: E402
 
 from age_model.ui.predict import build_predict_tab  # noqa: E402
 from age_model.ui.state import REPO_ROOT, AppState  # noqa: E402
@@ -34,12 +41,15 @@ class ServerOptions:
     port: int = 7860
     threshold: float = 25.0
     annotators: dict[str, str] = field(default_factory=dict)  # user -> password
+    annotators_file: str | None = None  # where they were read from: never served
     review: str | None = None
     examples: str | None = None
     queue_size: int = 32
     max_file_size: str = "20mb"
     push_feedback_to: str | None = None
     push_every_minutes: float = 60.0
+    guard: GuardPolicy = field(default_factory=GuardPolicy)
+    cache_minutes: float = 30.0  # uploads and results older than this are deleted (Gradio's delete_cache)
 
 
 def example_photos(folder: str | None) -> list[str]:
@@ -51,7 +61,7 @@ def example_photos(folder: str | None) -> list[str]:
 
 def build_demo(state: AppState, options: ServerOptions) -> gr.Blocks:
     """The public page: the Predict tab."""
-    with gr.Blocks(title=TITLE) as demo:
+    with gr.Blocks(title=TITLE, delete_cache=_delete_cache(options)) as demo:
         gr.Markdown(f"# {TITLE}\nUpload a photo, paste one, or use the webcam. Every face gets an age estimate, "
                     f"its uncertainty and a Challenge-{options.threshold:g} verdict. Annotators: [review labels](/annotate).")
         with gr.Tab("Predict"):
@@ -66,27 +76,82 @@ def build_annotator_app(state: AppState, options: ServerOptions) -> gr.Blocks:
     return build_annotate_app(state, options).queue(max_size=options.queue_size)
 
 
+def _delete_cache(options: ServerOptions) -> tuple[int, int]:
+    seconds = max(60, int(options.cache_minutes * 60))
+    return (max(60, seconds // 4), seconds)
+
+
+def private_upload_folder() -> Path:
+    """This process's folder for uploads and results (Gradio's GRADIO_TEMP_DIR), removed when `serve` stops.
+
+    One per process, made before the pages are built (Gradio reads the variable when a Blocks or
+    its app is created, and again on every upload check). A GRADIO_TEMP_DIR the user set is
+    respected and never removed.
+    """
+    if not os.environ.get("GRADIO_TEMP_DIR"):
+        os.environ["GRADIO_TEMP_DIR"] = tempfile.mkdtemp(prefix="agecheck-uploads-")
+        os.environ["AGECHECK_OWNS_TEMP_DIR"] = os.environ["GRADIO_TEMP_DIR"]
+    return Path(os.environ["GRADIO_TEMP_DIR"])
+
+
+def remove_upload_folder() -> None:
+    """Delete this process's uploads folder, if agecheck made it (never a folder the user chose)."""
+    owned = os.environ.get("AGECHECK_OWNS_TEMP_DIR")
+    if owned and owned == os.environ.get("GRADIO_TEMP_DIR"):
+        shutil.rmtree(owned, ignore_errors=True)
+
+
+def private_paths(state: AppState, options: ServerOptions) -> list[str]:
+    """Files no page may ever read or serve, whatever else is allowed: the store and the logins."""
+    paths = [str(Path(options.annotators_file).resolve())] if options.annotators_file else []
+    location = getattr(state.store, "location", None)
+    if location is not None:
+        if location.backend == "sqlite" and location.url.database:
+            paths.append(str(Path(location.url.database).resolve().parent))
+        if location.images_dir:
+            paths.append(str(Path(location.images_dir).resolve()))
+    return paths
+
+
+def seal(blocks: gr.Blocks) -> None:
+    """Make a mounted Blocks check file paths as a launched one does.
+
+    Gradio only refuses request payloads that name server files (``{"path": "/etc/passwd"}``)
+    once ``has_launched`` is set, which only ``Blocks.launch()`` does; ``mount_gradio_app`` leaves
+    it unset, and then any file on the server could be copied into the cache and served.
+    """
+    blocks.has_launched = True
+
+
 def create_app(options: ServerOptions, state: AppState | None = None) -> FastAPI:
     """The FastAPI app with both Gradio pages mounted; `state` is loaded from `options` unless given."""
+    uploads = private_upload_folder()
     state = state or AppState.load(options.model, options.store, options.threshold)
+    state.upload_folder = uploads
     app = FastAPI(title="agecheck")
 
     @app.get("/healthz")
-    def healthz() -> dict:
-        return state.health()
+    def healthz() -> JSONResponse:
+        health = state.health()
+        return JSONResponse(health, status_code=200 if health["status"] == "ok" else 503)
 
     @app.get("/annotate", include_in_schema=False)
     def annotate_without_slash() -> RedirectResponse:  # else the demo mounted at / answers 404
         return RedirectResponse("annotate/")
 
-    common = dict(max_file_size=options.max_file_size, show_error=True, run_history=False, footer_links=["api"])
+    common = dict(max_file_size=options.max_file_size, show_error=True, run_history=False, footer_links=["api"],
+                  blocked_paths=private_paths(state, options))
     auth = list(options.annotators.items()) or None
     from age_model.ui.annotate import ANNOTATE_CSS, ANNOTATE_HEAD  # keyboard shortcuts: Gradio 6 takes them at mount
 
-    app = gr.mount_gradio_app(app, build_annotator_app(state, options), path="/annotate", auth=auth,
+    annotator_app, demo = build_annotator_app(state, options), build_demo(state, options)
+    app = gr.mount_gradio_app(app, annotator_app, path="/annotate", auth=auth,
                               auth_message="agecheck annotators: log in with the name and password you were given.",
                               head=ANNOTATE_HEAD, css=ANNOTATE_CSS, **common)
-    app = gr.mount_gradio_app(app, build_demo(state, options), path="/", **common)
+    app = gr.mount_gradio_app(app, demo, path="/", **common)
+    for blocks in (annotator_app, demo):
+        seal(blocks)
+    app.add_middleware(GuardMiddleware, policy=options.guard)
     app.state.agecheck = state
     return app
 
@@ -116,10 +181,45 @@ class BackgroundServer:
         if self.thread.is_alive():  # open heartbeat streams (browsers, gradio_client) would hold it ~15 s
             self.server.force_exit = True
             self.thread.join(timeout=10)
+        self.app.state.agecheck.shutdown()
+
+
+class _Server(uvicorn.Server):
+    """uvicorn's server, except that a caught Ctrl-C / SIGTERM is not raised again after shutdown:
+    `serve` still has to stop the background work and remove the uploads."""
+
+    @contextlib.contextmanager
+    def capture_signals(self):  # noqa: ANN201 (uvicorn's signature)
+        if threading.current_thread() is not threading.main_thread():
+            yield
+            return
+        original = {sig: signal.signal(sig, self.handle_exit) for sig in (signal.SIGINT, signal.SIGTERM)}
+        try:
+            yield
+        finally:
+            for sig, handler in original.items():
+                signal.signal(sig, handler)
 
 
 def serve(options: ServerOptions) -> None:
-    """Run until interrupted (what `python app.py` does)."""
+    """Run until Ctrl-C or SIGTERM (what `python app.py` does), then stop cleanly within a few seconds."""
     app = create_app(options)
-    logger.info("agecheck on http://%s:%d (annotators: /annotate)", options.host, options.port)
-    uvicorn.run(app, host=options.host, port=options.port, log_level="info")
+    state = app.state.agecheck
+    logger.info("agecheck on http://%s:%d (annotators: /annotate); uploads kept in %s for %g minutes at most",
+                options.host, options.port, state.upload_folder, options.cache_minutes)
+    # Open heartbeat streams (every browser tab) would otherwise hold the shutdown for long.
+    server = _Server(uvicorn.Config(app, host=options.host, port=options.port, log_level="info", timeout_graceful_shutdown=2))
+    try:
+        server.run()
+    finally:
+        stopped = state.shutdown(timeout=3.0)
+        remove_upload_folder()
+        if not stopped:
+            logger.warning("a background task did not stop in time; exiting anyway")
+        logger.info("agecheck stopped")
+        logging.shutdown()
+        sys.stdout.flush()
+        sys.stderr.flush()
+        # Skip the interpreter's slow teardown of torch and gradio (seconds on a busy CPU), and
+        # never let a thread still inside torch abort the process at exit.
+        os._exit(0)

@@ -3,11 +3,13 @@
 import json
 import logging
 import os
+import secrets
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
-import gradio as gr
+
+from age_model.ui.errors import user_error
 
 logger = logging.getLogger(__name__)
 
@@ -39,6 +41,9 @@ class AppState:
     store: Any = None
     store_error: str | None = None
     metrics: dict[str, Any] = field(default_factory=dict)
+    upload_folder: Path | None = None  # this server's private Gradio upload/cache folder
+    stoppers: list[Callable[[float], bool]] = field(default_factory=list)  # background work to stop at shutdown
+    pseudonym_key: bytes = field(default_factory=lambda: pseudonym_key(), repr=False)
 
     @classmethod
     def load(cls, model: str, store_url: str = DEFAULT_STORE, threshold: float = 25.0) -> "AppState":
@@ -58,7 +63,8 @@ class AppState:
             state.store = FeedbackStore(store_url)
         except Exception as error:
             state.store_error = f"{type(error).__name__}: {error}".splitlines()[0]
-            logger.error("Feedback store %s unavailable: %s", store_url, state.store_error)
+            state.store_error = redact(state.store_error)
+            logger.error("Feedback store %s unavailable: %s", redact(store_url), state.store_error)
         return state
 
     @property
@@ -67,12 +73,12 @@ class AppState:
 
     def require_predictor(self) -> Any:
         if self.predictor is None:
-            raise gr.Error(f"No age model is loaded ({self.model_error}). {HOW_TO_GET_A_MODEL}")
+            raise user_error(f"No age model is loaded ({self.model_error}). {HOW_TO_GET_A_MODEL}")
         return self.predictor
 
     def require_store(self) -> Any:
         if self.store is None:
-            raise gr.Error(f"The feedback store is not available ({self.store_error}). Start the app with --store URL.")
+            raise user_error(f"The feedback store is not available ({self.store_error}). Start the app with --store URL.")
         return self.store
 
     def model_banner(self) -> str:
@@ -86,9 +92,49 @@ class AppState:
                 "An estimate supports a cashier's decision to ask for ID; it never replaces it.")
 
     def health(self) -> dict[str, Any]:
-        return {"status": "ok" if self.predictor is not None else "degraded", "model": self.model,
+        """What /healthz says: no URL, no credential; ``ok`` only when the model and the store both answer."""
+        store_ok, store_error = self.store_reachable()
+        ok = self.predictor is not None and store_ok
+        return {"status": "ok" if ok else "degraded", "model": self.model_version,
                 "model_loaded": self.predictor is not None, "model_error": self.model_error,
-                "store": self.store_url if self.store is not None else None, "store_error": self.store_error}
+                "store": _store_kind(self.store_url), "store_reachable": store_ok, "store_error": store_error}
+
+    def store_reachable(self) -> tuple[bool, str | None]:
+        """Ask the database a trivial question; a store that cannot answer is down."""
+        if self.store is None:
+            return False, self.store_error or "not opened"
+        try:
+            from sqlalchemy import text
+
+            with self.store.engine.connect() as connection:
+                connection.execute(text("SELECT 1"))
+            return True, None
+        except Exception as error:  # any driver error means the same: the store is down
+            return False, redact(f"{type(error).__name__}: {error}".splitlines()[0])
+
+    def shutdown(self, timeout: float = 3.0) -> bool:
+        """Stop background work; False when something did not stop in time."""
+        return all([stop(timeout) for stop in self.stoppers])
+
+
+def pseudonym_key() -> bytes:
+    """The key of public submitters' pseudonyms: $AGECHECK_PSEUDONYM_KEY keeps them stable across
+    restarts; else a fresh random key per run (pseudonyms then change at restart)."""
+    configured = os.environ.get("AGECHECK_PSEUDONYM_KEY")
+    return configured.encode() if configured else secrets.token_bytes(32)
+
+
+def redact(text: str | None) -> str | None:
+    """``text`` with the password of every database URL in it masked."""
+    if not text:
+        return text
+    import re
+
+    return re.sub(r"(\w+(?:\+\w+)?://[^:/@\s]+:)[^@\s]+@", r"\1***@", text)
+
+
+def _store_kind(url: str) -> str:
+    return url.split(":", 1)[0].split("+", 1)[0] if "://" in url else "unknown"
 
 
 def spread_meaning(basis: str) -> str:

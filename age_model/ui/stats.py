@@ -10,6 +10,8 @@ from pathlib import Path
 from typing import Any
 
 import gradio as gr
+
+from age_model.ui.errors import user_error
 import pandas as pd
 
 logger = logging.getLogger(__name__)
@@ -79,7 +81,7 @@ def export_now(backend: Any, request: gr.Request | None) -> str:
     try:
         result = export_feedback(backend.store, out)
     except (OSError, ValueError) as error:
-        raise gr.Error(f"Export failed: {error}") from None
+        raise user_error(f"Export failed: {error}") from None
     logger.info("%s exported %d rows to %s", user, result.num_rows, result.path)
     return (f"Exported **{result.num_rows:,} rows** to `{result.path}`  \n"
             f"Load it with `datasets.load_dataset('{result.path}')`; train on it with `train.py --feedback {result.path}`. "
