@@ -50,6 +50,11 @@ class AgeSettings:
     # the model made in each band. Used as the spread where the head gives no uncertainty of its own.
     calibration_edges: list[float] = field(default_factory=list)
     calibration_mae: list[float] = field(default_factory=list)
+    # One factor on the spread, fitted on held-out faces of every source (fit_spread_scale), so that
+    # at least `spread_target` of errors fall within ± on each; `spread_coverage` is what it gave.
+    spread_scale: float = 1.0
+    spread_target: float = 0.7
+    spread_coverage: dict[str, float] = field(default_factory=dict)
     base_model: str = ""
 
     def num_outputs(self) -> int:
@@ -198,6 +203,27 @@ def fit_calibration(predicted: np.ndarray, true: np.ndarray, band_width: float =
             width += 1
         maes.append(float(errors[in_band].mean()) if in_band.any() else overall)
     return edges, maes
+
+
+def fit_spread_scale(errors: np.ndarray, spreads: np.ndarray, groups: Any = None, target: float = 0.7,
+                     min_scale: float = 1.0) -> tuple[float, dict[str, float]]:
+    """The smallest factor on the spread that puts ``target`` of the absolute errors within ±
+    in every group (source) at once: a split-conformal quantile taken on the worst group.
+
+    The spread is never narrowed below what it was (``min_scale``): the ID verdict leans on it.
+    Returns the scale and the share of errors within the scaled spread per group.
+    """
+    errors = np.abs(np.asarray(errors, dtype=float))
+    spreads = np.maximum(np.asarray(spreads, dtype=float), 1e-6)
+    labels = np.asarray(["all"] * len(errors) if groups is None else list(groups))
+    ratios = errors / spreads
+    scale = min_scale
+    for group in sorted(set(labels)):
+        chosen = ratios[labels == group]
+        if chosen.size:
+            scale = max(scale, float(np.quantile(chosen, target, method="higher")))
+    coverage = {str(g): float(np.mean(ratios[labels == g] <= scale)) for g in sorted(set(labels))}
+    return scale, coverage
 
 
 def load_age_model(path_or_repo_id: str, device: str | torch.device = "cpu") -> tuple[PreTrainedModel, Any, AgeSettings]:

@@ -76,7 +76,7 @@ def combine_spread(age: np.ndarray, head_sigma: np.ndarray | None, tta_gap: np.n
     deviation) and the validation MAE of the predicted-age band: never claim less than validation
     showed, but let the head say where it is unsure. Half the disagreement between the image and its
     mirror image adds to it in quadrature: a face the model reads differently when flipped is one it
-    is unsure about.
+    is unsure about. Last, the checkpoint's ``spread_scale`` (fitted across sources) widens it.
     """
     age = np.asarray(age, dtype=float)
     parts = [p for p in (
@@ -86,7 +86,7 @@ def combine_spread(age: np.ndarray, head_sigma: np.ndarray | None, tta_gap: np.n
     model_part = np.maximum.reduce(parts) if parts else np.full(age.shape, UNCALIBRATED_SPREAD)
     if tta_gap is not None:
         model_part = np.sqrt(model_part ** 2 + np.asarray(tta_gap, dtype=float) ** 2)
-    return np.maximum(model_part, 1e-3)
+    return np.maximum(model_part * float(settings.spread_scale or 1.0), 1e-3)
 
 
 def _chunks(items: Sequence[Any], size: int) -> Iterator[Sequence[Any]]:

@@ -37,6 +37,7 @@ from age_model.modeling import (
     AgeSettings,
     build_age_model,
     fit_calibration,
+    fit_spread_scale,
     freeze_identity_squeeze_excite,
     head_parameter_names,
     is_config_only,
@@ -418,16 +419,22 @@ def run_training(data_args: DataArguments, model_args: ModelArguments, training_
 
     # Uncertainty calibration: the validation error per predicted-age band travels with the model.
     # Reported figures use flip TTA (the mean of the image and its mirror), as the predictor serves.
-    val_ages = np.mean(predict_ages(trainer, dataset["validation"], processor), axis=0)
-    val_true = _true(dataset["validation"])
+    # Then one factor on the ± so that >= spread_target of validation errors fall inside it on every source.
+    validation = predict_ages(trainer, dataset["validation"], processor)
+    val_ages, val_true, val_sources = validation.ages, _true(dataset["validation"]), _sources(dataset["validation"])
     settings.calibration_edges, settings.calibration_mae = fit_calibration(val_ages, val_true)
+    settings.spread_scale, settings.spread_coverage = fit_spread_scale(
+        val_ages - val_true, validation.spreads(AgeSettings(**{**asdict(settings), "spread_scale": 1.0})), val_sources,
+        target=settings.spread_target)
     settings.save_to_config(trainer.model.config)
 
     eval_metrics = {f"eval_{k}": v for k, v in _pooled_and_per_source(val_ages, val_true, dataset["validation"], model_args.threshold).items()}
-    test_plain, test_mirrored = predict_ages(trainer, dataset["test"], processor)
+    eval_metrics.update({f"eval_{k}": v for k, v in within_spread(val_ages - val_true, validation.spreads(settings), val_sources).items()})
+    test = predict_ages(trainer, dataset["test"], processor)
     test_true = _true(dataset["test"])
-    test_metrics = {f"test_{k}": v for k, v in _pooled_and_per_source((test_plain + test_mirrored) / 2, test_true, dataset["test"], model_args.threshold).items()}
-    test_metrics["test_mae_without_flip_tta"] = float(np.abs(test_plain - test_true).mean())
+    test_metrics = {f"test_{k}": v for k, v in _pooled_and_per_source(test.ages, test_true, dataset["test"], model_args.threshold).items()}
+    test_metrics.update({f"test_{k}": v for k, v in within_spread(test.ages - test_true, test.spreads(settings), _sources(dataset["test"])).items()})
+    test_metrics["test_mae_without_flip_tta"] = float(np.abs(test.plain - test_true).mean())
     trainer.log_metrics("test", test_metrics)
 
     _save(trainer, output_dir, settings, test_metrics, eval_metrics, summary, model_args, training_args)
@@ -440,16 +447,49 @@ def run_training(data_args: DataArguments, model_args: ModelArguments, training_
     return test_metrics
 
 
-def predict_ages(trainer: Trainer, split: Any, processor: Any) -> tuple[np.ndarray, np.ndarray]:
-    """Ages for a split from each image as is and mirrored; flip TTA is their mean."""
+@dataclass
+class SplitPredictions:
+    """A split's ages from each image as is and mirrored, and the head's own sigma (or None)."""
+
+    plain: np.ndarray
+    mirrored: np.ndarray
+    sigma: np.ndarray | None
+
+    @property
+    def ages(self) -> np.ndarray:
+        """Flip TTA: the mean of the image and its mirror, as the predictor serves."""
+        return (self.plain + self.mirrored) / 2
+
+    def spreads(self, settings: AgeSettings) -> np.ndarray:
+        """The ± the predictor would show for each face (same function as serving)."""
+        from age_model.predictor import combine_spread
+
+        return combine_spread(self.ages, self.sigma, np.abs(self.plain - self.mirrored) / 2, settings)
+
+
+def predict_ages(trainer: Trainer, split: Any, processor: Any) -> SplitPredictions:
+    """Ages for a split from each image as is and mirrored, with the head's sigma."""
     settings: AgeSettings = trainer.settings  # type: ignore[attr-defined]
-    results = []
+    ages, sigmas = [], []
     for flip in (False, True):
         split.set_transform(FaceTransform(processor, augment=False, flip=flip))
         logits = trainer.predict(split, metric_key_prefix="predict").predictions
-        results.append(outputs_to_age(logits, settings)[0].astype(float))
+        age, sigma = outputs_to_age(logits, settings)
+        ages.append(age.astype(float))
+        sigmas.append(None if sigma is None else sigma.astype(float))
     split.set_transform(FaceTransform(processor, augment=False))
-    return results[0], results[1]
+    sigma = None if sigmas[0] is None else (sigmas[0] + sigmas[1]) / 2
+    return SplitPredictions(ages[0], ages[1], sigma)
+
+
+def within_spread(errors: np.ndarray, spreads: np.ndarray, sources: Sequence[str]) -> dict[str, float]:
+    """Share of absolute errors within ± (pooled as ``within_spread``, and per source when several)."""
+    inside = np.abs(errors) <= spreads
+    result = {"within_spread": float(inside.mean())}
+    labels = np.asarray(sources)
+    if len(set(sources)) > 1:
+        result.update({f"{source}_within_spread": float(inside[labels == source].mean()) for source in sorted(set(sources))})
+    return result
 
 
 def _pooled_and_per_source(predicted: np.ndarray, true: np.ndarray, split: Any, threshold: float) -> dict[str, float]:

@@ -46,3 +46,45 @@ def test_bins_and_gaussian_models_load(tmp_path):
     for head in ("gaussian", "bins"):
         model, _, settings = load_age_model(str(make_tiny_model(tmp_path / head, head=head)))
         assert model.config.num_labels == settings.num_outputs()
+
+
+def test_spread_scale_covers_the_target_on_every_source():
+    import numpy as np
+
+    from age_model.modeling import fit_spread_scale
+
+    rng = np.random.default_rng(0)
+    errors = np.concatenate([rng.normal(0, 2, 500), rng.normal(0, 8, 500)])  # source b is four times worse
+    spreads = np.full(1000, 2.0)
+    groups = ["a"] * 500 + ["b"] * 500
+    scale, coverage = fit_spread_scale(errors, spreads, groups, target=0.7)
+    assert coverage["a"] >= 0.7 and coverage["b"] >= 0.7
+    assert abs(coverage["b"] - 0.7) < 0.02  # the worst source sets the scale, and only just
+    assert fit_spread_scale(np.zeros(10), np.ones(10))[0] == 1.0  # never narrower than the spread was
+
+
+def test_calibrate_cli_writes_the_scale_and_the_predictor_uses_it(tmp_path, fixture_dir):
+    import json
+    import shutil
+
+    import numpy as np
+    from PIL import Image
+
+    from age_model.calibrate import main as calibrate_main
+    from age_model.predictor import AgePredictor
+    from tests.conftest import make_tiny_model
+
+    model = make_tiny_model(tmp_path / "model", faces="cropped")
+    data = tmp_path / "utk"
+    shutil.copytree(fixture_dir / "images", data)
+    for path in data.glob("fgnet_*"):
+        path.unlink()
+    for path in data.glob("utk_*"):
+        path.rename(data / path.name[4:])
+    crops = [Image.open(p).convert("RGB") for p in sorted(data.glob("*.jpg"))[:4]]
+    before = AgePredictor(str(model)).predict_crops(crops)[1]
+    assert calibrate_main([str(model), "--data", f"{data}:train:cropped", "--target", "0.9"]) == 0
+    settings = json.loads((model / "config.json").read_text())["agecheck"]
+    assert settings["spread_scale"] >= 1.0 and settings["spread_coverage"]
+    after = AgePredictor(str(model)).predict_crops(crops)[1]
+    assert np.allclose(after, before * settings["spread_scale"], rtol=1e-4)
