@@ -26,7 +26,7 @@ import re
 import statistics
 import sys
 from collections import Counter
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -429,7 +429,10 @@ def known_dataset(name: str) -> KnownDataset | None:
 
 
 def dataset_facts(data_summary: Mapping[str, Any]) -> dict[str, Any]:
-    """Name, Hub id (if any), licence and terms of the training data."""
+    """Name, Hub id (if any), licence and terms of the training data (each source's when there are several)."""
+    sources = [str(s) for s in data_summary.get("sources") or []]
+    if len(sources) > 1:
+        return _several_sources_facts(data_summary, sources)
     name = str(data_summary.get("name") or "unknown")
     known = known_dataset(name)
     hub_id = data_summary.get("hub_id") or (data_summary.get("source") if is_hub_id(data_summary.get("source")) else None)
@@ -441,6 +444,28 @@ def dataset_facts(data_summary: Mapping[str, Any]) -> dict[str, Any]:
         "license": license_text or (known.terms if known else "not recorded"),
         "license_fields": license_fields(license_text, known),
     }
+
+
+def _several_sources_facts(data_summary: Mapping[str, Any], sources: list[str]) -> dict[str, Any]:
+    """A run on several sources: every source's name and terms; the card's licence is the strictest, "other"."""
+    knowns = [known_dataset(name) for name in sources]
+    pretty = [known.pretty_name if known else name for name, known in zip(sources, knowns)]
+    terms = "; ".join(f"{p}: {known.terms if known else 'not recorded'}" for p, known in zip(pretty, knowns))
+    return {
+        "name": "+".join(sources), "known": None, "hub_id": None, "pretty_name": " + ".join(pretty),
+        "source": display_path(str(data_summary.get("source") or "")), "license": terms,
+        "license_fields": {"license": "other", "license_name": slug("-".join(k.license_name if k else n for n, k in zip(sources, knowns)))},
+        "sources": [{"name": n, "pretty_name": p, "known": k} for n, p, k in zip(sources, pretty, knowns)],
+    }
+
+
+def source_rows(metrics: Mapping[str, float], sources: Sequence[str]) -> list[dict[str, Any]]:
+    """Per-source figures of a multi-source run for the card: test and validation MAE, share within ±."""
+    rows = []
+    for source in sources:
+        rows.append({"source": source, **{f"{split}_{key}": metrics.get(f"{split}_{source}_{key}")
+                                           for split in ("test", "eval") for key in ("mae", "minors_passed_rate", "within_spread", "n")}})
+    return rows
 
 
 def render_model_card(
@@ -477,6 +502,7 @@ def render_model_card(
         age_stats={split_name(k): v for k, v in (data_summary.get("age_stats") or {}).items()},
         age_bands=data_summary.get("age_bands") or {}, feedback=data_summary.get("feedback"),
         test=test, validation=validation, metric_rows=metric_rows(test, validation), bands=bands, worst=sorted(bands, key=lambda r: -r["mae"])[:2],
+        per_source=source_rows(metrics, data.get("sources") and [d["name"] for d in data["sources"]] or []),
     )
     return ModelCard(content)
 

@@ -190,3 +190,17 @@ def test_dataset_card_cli(shared_dir: Path, tmp_path: Path) -> None:
     assert cards.main(["dataset-card", "utkface", "--labels", str(labels), "--out", str(out)]) == 0
     assert out.read_text(encoding="utf-8") == (cards.CARDS_DIR / "utkface.md").read_text(encoding="utf-8")
     assert cards.main(["dataset-card", "utkface", "--labels", str(tmp_path / "missing.csv")]) == 1
+
+
+def test_a_multi_source_card_names_every_source_its_terms_and_per_source_figures(tmp_path):
+    from age_model.cards import render_model_card
+    from age_model.modeling import AgeSettings
+
+    metrics = {"test_mae": 4.8, "test_utkface_mae": 4.8, "eval_mae": 5.0, "eval_aaf_mae": 5.5, "eval_utkface_mae": 4.9,
+               "eval_aaf_within_spread": 0.71}
+    summary = {"name": "utkface+aaf", "source": "a, b", "sources": ["utkface", "aaf"], "reframed_sources": ["aaf"]}
+    text = str(render_model_card(tmp_path, metrics, AgeSettings(head="bins"), summary))
+    assert "data_cards/utkface.md" in text and "data_cards/aaf.md" in text
+    assert "non-commercial research only" in text and "citation asked" in text  # both sources' terms
+    assert "| aaf | no test split | 5.50 |" in text and "| utkface | 4.80 | 4.90 |" in text
+    assert "71.0%" in text and "re-cut through the face detector" in text
