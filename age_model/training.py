@@ -48,6 +48,21 @@ from age_model.modeling import (
 logger = logging.getLogger(__name__)
 
 
+BALANCE_MODES = ("none", "source", "source-age")
+
+
+def balance_weights(sources: Sequence[str], ages: Sequence[float], mode: str) -> np.ndarray | None:
+    """Per-row sampling weights that give every group (source, or source x age decade) the same total."""
+    if mode == "none":
+        return None
+    keys = [s if mode == "source" else f"{s}/{min(int(a) // 10, 9)}" for s, a in zip(sources, ages)]
+    counts: dict[str, int] = {}
+    for key in keys:
+        counts[key] = counts.get(key, 0) + 1
+    weights = np.asarray([1.0 / counts[key] for key in keys])
+    return weights / weights.sum()
+
+
 @dataclass
 class DataArguments:
     """Where the faces come from and how to read them."""
@@ -70,11 +85,14 @@ class DataArguments:
     def __post_init__(self) -> None:
         if isinstance(self.data, (str, Path)):
             self.data = [str(self.data)]
+        if self.balance not in BALANCE_MODES:
+            raise ValueError(f"--balance must be one of {', '.join(BALANCE_MODES)}, not {self.balance!r}.")
         if self.reframe not in ("auto", "none"):
             raise ValueError(f"--reframe must be 'auto' or 'none', not {self.reframe!r}.")
 
     max_train_samples: int | None = field(default=None, metadata={"help": "Use only this many training images (quick runs)."})
     max_eval_samples: int | None = field(default=None, metadata={"help": "Use only this many validation and test images (quick runs)."})
+    balance: str = field(default="none", metadata={"help": "Resample training faces so each group weighs the same: 'none', 'source', or 'source-age' (source x decade of age). Single-process runs only (DDP keeps the plain sampler)."})
     reframe: str = field(default="auto", metadata={"help": "'auto': crops of the second and later sources are re-cut by the detector with the serving crop; 'none': use them as they are."})
 
 
@@ -243,9 +261,19 @@ def crop_photos(dataset: DatasetDict, settings: AgeSettings, sources: Iterable[s
 class AgeTrainer(Trainer):
     """A Trainer whose loss matches the age head; labels are ages in years."""
 
-    def __init__(self, *args: Any, settings: AgeSettings, loss: str = "l1", label_sigma: float = 2.0, **kwargs: Any) -> None:
+    def __init__(self, *args: Any, settings: AgeSettings, loss: str = "l1", label_sigma: float = 2.0,
+                 sample_weights: np.ndarray | None = None, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.settings, self.loss_name, self.label_sigma = settings, loss, label_sigma
+        self.sample_weights = sample_weights
+
+    def _get_train_sampler(self, train_dataset: Any = None) -> torch.utils.data.Sampler | None:
+        """With --balance: draw faces by weight (with replacement), as many per epoch as the split holds."""
+        if self.sample_weights is None or self.args.world_size > 1:
+            return super()._get_train_sampler(train_dataset)
+        generator = torch.Generator().manual_seed(self.args.seed)
+        return torch.utils.data.WeightedRandomSampler(torch.as_tensor(self.sample_weights, dtype=torch.double),
+                                                      num_samples=len(self.sample_weights), replacement=True, generator=generator)
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):  # noqa: ANN001 (Trainer's signature)
         outputs = model(pixel_values=inputs["pixel_values"])
@@ -408,6 +436,7 @@ def run_training(data_args: DataArguments, model_args: ModelArguments, training_
         model=model, args=training_args, train_dataset=dataset["train"], eval_dataset=dataset["validation"],
         data_collator=collate, processing_class=processor, compute_metrics=metrics_function(settings, model_args.threshold, _sources(dataset["validation"])),
         callbacks=callbacks, settings=settings, loss=model_args.loss, label_sigma=model_args.label_sigma,
+        sample_weights=balance_weights(_sources(dataset["train"]), _true(dataset["train"]).tolist(), data_args.balance),
     )
     checkpoint = training_args.resume_from_checkpoint
     if checkpoint == "last":

@@ -119,3 +119,48 @@ def test_feedback_store_corrections_override_labels(tmp_path, fixture_dir, tiny_
     summary = json.loads((out / "data_summary.json").read_text())
     assert summary["feedback"]["corrected"] == 1 and summary["feedback"]["changed"] == 1
     assert "feedback" in (out / "README.md").read_text().lower()
+
+
+def _csv_source(root: Path, images: list[Path], ages: list[int], splits: list[str]) -> Path:
+    (root / "images").mkdir(parents=True)
+    lines = ["file_name,real_age,split"]
+    for image, age, split in zip(images, ages, splits):
+        (root / "images" / image.name).write_bytes(image.read_bytes())
+        lines.append(f"{image.name},{age},{split}")
+    (root / "labels.csv").write_text("\n".join(lines) + "\n")
+    return root
+
+
+def test_two_sources_in_one_run_report_per_source_and_reframe_the_second(tmp_path, fixture_dir, tiny_base):
+    import csv
+
+    rows = list(csv.DictReader((fixture_dir / "labels.csv").open()))
+    utk = [r for r in rows if r["source"] == "utkface"]
+    fgnet = [r for r in rows if r["source"] == "fgnet"]
+    first = _csv_source(tmp_path / "first", [fixture_dir / "images" / r["file_name"] for r in utk[:6]],
+                        [int(r["real_age"]) for r in utk[:6]], ["train"] * 4 + ["valid", "test"])
+    second = _csv_source(tmp_path / "second", [fixture_dir / "images" / r["file_name"] for r in fgnet],
+                         [int(r["real_age"]) for r in fgnet], ["train"] * 6 + ["valid"] * 2)
+    out = tmp_path / "run"
+    assert _train(first, tiny_base, out, "--data", str(second), "--balance", "source",
+                  "--metric-for-best-model", "worst_source_mae") == 0
+    summary = json.loads((out / "data_summary.json").read_text())
+    assert summary["sources"] == ["first", "second"] and summary["reframed_sources"] == ["second"]
+    assert summary["splits_by_source"]["validation"] == {"first": 1, "second": 2}
+    evaluation = json.loads((out / "eval_metrics.json").read_text())
+    assert {"eval_first_mae", "eval_second_mae", "eval_worst_source_mae"} <= set(evaluation)
+    assert evaluation["eval_worst_source_mae"] == max(evaluation["eval_first_mae"], evaluation["eval_second_mae"])
+    assert "eval_second_within_spread" in evaluation
+    settings = json.loads((out / "config.json").read_text())["agecheck"]
+    assert settings["spread_scale"] >= 1.0 and set(settings["spread_coverage"]) == {"first", "second"}
+    assert "| second | no test split |" in (out / "README.md").read_text()
+
+
+def test_balance_weights_give_every_group_the_same_total():
+    from age_model.training import balance_weights
+
+    weights = balance_weights(["a", "a", "a", "b"], [10, 12, 40, 30], "source")
+    assert weights[:3].sum() == pytest.approx(weights[3]) and weights.sum() == pytest.approx(1)
+    by_age = balance_weights(["a", "a", "a", "b"], [10, 12, 40, 30], "source-age")
+    assert by_age[0] == by_age[1] and by_age[2] == pytest.approx(by_age[0] * 2)
+    assert balance_weights(["a"], [3], "none") is None
