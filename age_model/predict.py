@@ -2,6 +2,7 @@
 
     python -m age_model.predict --model models/agecheck-default photo.jpg group.png
     python -m age_model.predict --json *.jpg > ages.jsonl
+    python -m age_model.predict --bands --csv faces.csv photos/ store1.zip entrance.mp4   # faces per age band
 """
 
 from __future__ import annotations
@@ -32,7 +33,9 @@ def build_parser() -> argparse.ArgumentParser:
                "1 if every photo failed, 2 if the model could not be loaded or the options are wrong. "
                "Ages in the table are clipped to 0-100 for display; --json gives them unclipped.",
     )
-    parser.add_argument("photos", nargs="+", metavar="PHOTO", help="image files (JPEG, PNG, WebP, GIF, BMP, TIFF)")
+    parser.add_argument("photos", nargs="+", metavar="PHOTO",
+                        help="image files (JPEG, PNG, WebP, GIF, BMP, TIFF); with --bands also folders, zips of "
+                             "photos and videos (MP4, MOV, AVI, MKV, WebM)")
     parser.add_argument("--model", default=None,
                         help=f"model folder written by train.py or a Hugging Face Hub id "
                              f"(default: $AGE_MODEL, else {DEFAULT_MODEL.relative_to(REPO_ROOT)})")
@@ -46,6 +49,22 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--threads", type=int, default=None,
                         help="CPU threads for torch and OpenCV (default: the libraries' own; 1 was 10x faster "
                              "than 2 on a busy 2-core machine)")
+    groups = parser.add_argument_group(
+        "shoppers by age group (--bands)",
+        "Count faces per age band over photos, folders, zips and videos: one row per face (file, or video and time; "
+        "box, age, spread, band), then a count and share per band. A face whose age ± spread crosses a band edge "
+        "is counted as 'uncertain', in no band. Nothing but the rows is kept. Bad inputs are reported on stderr "
+        "and the rest is still counted.")
+    groups.add_argument("--bands", action="store_true", help="count faces per age band instead of listing photos")
+    groups.add_argument("--band-edges", default="18,25,35,45,55,65", metavar="EDGES",
+                        help="lower edges of the bands after the first, or the bands themselves "
+                             "(default 18,25,35,45,55,65: 0-17, 18-24, 25-34, 35-44, 45-54, 55-64, 65+)")
+    groups.add_argument("--csv", metavar="OUT.csv", help="write the face rows to this CSV (then stdout has the summary only)")
+    groups.add_argument("--summary-csv", metavar="OUT.csv", help="write the summary per band to this CSV")
+    groups.add_argument("--every", type=float, default=1.0, metavar="SECONDS",
+                        help="videos: read one frame every SECONDS (default 1); a face in neighbouring frames counts once")
+    groups.add_argument("--num-proc", type=int, default=1, metavar="N",
+                        help="score photo files in N processes with datasets.Dataset.map (default 1: this process)")
     return parser
 
 
@@ -106,7 +125,25 @@ def print_json(files: Sequence[str], results: Sequence, out: TextIO) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not args.bands:
+        given = [flag for flag, value in (("--csv", args.csv), ("--summary-csv", args.summary_csv),
+                                          ("--num-proc", args.num_proc != 1), ("--every", args.every != 1.0)) if value]
+        if given:
+            print(f"error: {', '.join(given)} only go with --bands", file=sys.stderr)
+            return EXIT_USAGE
+    else:
+        from age_model.groups import Bands
+
+        try:
+            Bands.parse(args.band_edges)
+        except ValueError as error:
+            print(f"error: --band-edges: {error}", file=sys.stderr)
+            return EXIT_USAGE
+        if not args.every > 0 or args.num_proc < 1:
+            print("error: --every must be above 0 and --num-proc at least 1", file=sys.stderr)
+            return EXIT_USAGE
     from transformers.utils import logging as hf_logging
 
     hf_logging.disable_progress_bar()  # keep stdout/stderr to the results
@@ -115,6 +152,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except SystemExit as stop:
         print(stop.code, file=sys.stderr)
         return EXIT_USAGE
+    if args.bands:
+        from age_model.groups import run_cli
+
+        return run_cli(args, predictor, args.model or default_model(), sys.stdout, sys.stderr)
     results = predictor.predict(list(args.photos))
     (print_json if args.json else print_table)(args.photos, results, sys.stdout)
     return EXIT_ALL_FAILED if all(r.error for r in results) else EXIT_OK

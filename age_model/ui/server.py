@@ -60,12 +60,16 @@ def example_photos(folder: str | None) -> list[str]:
 
 
 def build_demo(state: AppState, options: ServerOptions) -> gr.Blocks:
-    """The public page: the Predict tab."""
+    """The public page: the Predict and Age groups tabs."""
+    from age_model.ui.groups import build_groups_tab
+
     with gr.Blocks(title=TITLE, delete_cache=_delete_cache(options)) as demo:
         gr.Markdown(f"# {TITLE}\nUpload a photo, paste one, or use the webcam. Every face gets an age estimate, "
                     f"its uncertainty and a Challenge-{options.threshold:g} verdict. Annotators: [review labels](/annotate).")
         with gr.Tab("Predict"):
             build_predict_tab(state, example_photos(options.examples))
+        with gr.Tab("Age groups"):
+            build_groups_tab(state)
     return demo.queue(max_size=options.queue_size, default_concurrency_limit=1)
 
 
