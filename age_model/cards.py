@@ -459,12 +459,20 @@ def _several_sources_facts(data_summary: Mapping[str, Any], sources: list[str]) 
     }
 
 
-def source_rows(metrics: Mapping[str, float], sources: Sequence[str]) -> list[dict[str, Any]]:
-    """Per-source figures of a multi-source run for the card: test and validation MAE, share within ±."""
+def source_rows(metrics: Mapping[str, float], sources: Sequence[str], split_sources: Mapping[str, Any] | None = None) -> list[dict[str, Any]]:
+    """Per-source figures of a multi-source run for the card: test and validation MAE, share within ±.
+
+    A split that holds one source only has no per-source keys: its pooled figures are that source's.
+    """
+    split_sources = split_sources or {}
     rows = []
     for source in sources:
-        rows.append({"source": source, **{f"{split}_{key}": metrics.get(f"{split}_{source}_{key}")
-                                           for split in ("test", "eval") for key in ("mae", "minors_passed_rate", "within_spread", "n")}})
+        row: dict[str, Any] = {"source": source}
+        for split, summary_name in (("test", "test"), ("eval", "validation")):
+            only = list(split_sources.get(summary_name) or {}) == [source]
+            for key in ("mae", "minors_passed_rate", "within_spread", "n"):
+                row[f"{split}_{key}"] = metrics.get(f"{split}_{source}_{key}", metrics.get(f"{split}_{key}") if only else None)
+        rows.append(row)
     return rows
 
 
@@ -502,7 +510,8 @@ def render_model_card(
         age_stats={split_name(k): v for k, v in (data_summary.get("age_stats") or {}).items()},
         age_bands=data_summary.get("age_bands") or {}, feedback=data_summary.get("feedback"),
         test=test, validation=validation, metric_rows=metric_rows(test, validation), bands=bands, worst=sorted(bands, key=lambda r: -r["mae"])[:2],
-        per_source=source_rows(metrics, data.get("sources") and [d["name"] for d in data["sources"]] or []),
+        per_source=source_rows(metrics, data.get("sources") and [d["name"] for d in data["sources"]] or [],
+                               data_summary.get("splits_by_source")),
     )
     return ModelCard(content)
 

@@ -204,3 +204,13 @@ def test_a_multi_source_card_names_every_source_its_terms_and_per_source_figures
     assert "non-commercial research only" in text and "citation asked" in text  # both sources' terms
     assert "| aaf | no test split | 5.50 |" in text and "| utkface | 4.80 | 4.90 |" in text
     assert "71.0%" in text and "re-cut through the face detector" in text
+
+
+def test_a_test_split_with_one_source_reports_its_pooled_figures_for_it(tmp_path):
+    from age_model.cards import render_model_card
+    from age_model.modeling import AgeSettings
+
+    metrics = {"test_mae": 4.96, "eval_mae": 5.3, "eval_aaf_mae": 5.9, "eval_utkface_mae": 5.0}
+    summary = {"sources": ["utkface", "aaf"], "splits_by_source": {"test": {"utkface": 10}, "validation": {"utkface": 5, "aaf": 5}}}
+    text = str(render_model_card(tmp_path, metrics, AgeSettings(head="bins"), summary))
+    assert "| utkface | 4.96 | 5.00 |" in text and "| aaf | no test split | 5.90 |" in text
