@@ -24,7 +24,7 @@ from typing import Sequence
 import numpy as np
 from tqdm.auto import tqdm
 
-from age_model.data import SPLIT_ALIASES, load_age_dataset
+from age_model.data import SPLIT_ALIASES, load_age_dataset, parse_source_spec
 from age_model.modeling import fit_spread_scale
 
 logger = logging.getLogger(__name__)
@@ -41,12 +41,8 @@ class SourceSpec:
 
     @classmethod
     def parse(cls, spec: str, default_split: str = "validation") -> "SourceSpec":
-        path, _, rest = spec.partition(":")
-        split, _, faces = rest.partition(":")
-        split = SPLIT_ALIASES.get(split.lower(), split) if split else default_split
-        if faces and faces not in ("cropped", "detect"):
-            raise ValueError(f"{spec}: the third part must be 'cropped' or 'detect', not {faces!r}.")
-        return cls(path, split, faces or None)
+        path, split, faces = parse_source_spec(spec, default_split)
+        return cls(path, SPLIT_ALIASES.get(split.lower(), split), faces)
 
 
 def held_out_errors(predictor, spec: SourceSpec) -> tuple[str, np.ndarray, np.ndarray]:  # noqa: ANN001 (AgePredictor)
@@ -86,13 +82,14 @@ def calibrate(model: str | Path, specs: Sequence[SourceSpec], target: float = 0.
         names += [name] * len(err)
         errors.append(err)
         spreads.append(spread)
-    scale, coverage = fit_spread_scale(np.concatenate(errors), np.concatenate(spreads), names, target=target)
+    all_errors, all_spreads, labels = np.concatenate(errors), np.concatenate(spreads), np.asarray(names)
+    scale, coverage = fit_spread_scale(all_errors, all_spreads, names, target=target)
     config_path = Path(model) / "config.json"
     config = json.loads(config_path.read_text())
     config.setdefault("agecheck", {}).update(spread_scale=scale, spread_target=target, spread_coverage=coverage)
     config_path.write_text(json.dumps(config, indent=2) + "\n")
-    before = {n: float(np.mean(np.abs(np.concatenate(errors))[np.asarray(names) == n] <= np.concatenate(spreads)[np.asarray(names) == n]))
-              for n in sorted(set(names))}
+    inside = np.abs(all_errors) <= all_spreads
+    before = {n: float(inside[labels == n].mean()) for n in sorted(set(names))}
     return {"spread_scale": scale, "coverage_before": before, "coverage_after": coverage,
             "faces": {n: names.count(n) for n in sorted(set(names))}}
 

@@ -177,6 +177,23 @@ def load_age_datasets(sources: Iterable[str | Path], options: LoadOptions | None
     return dataset, [report for _, report in loaded]
 
 
+FACE_MODES = ("cropped", "detect")
+
+
+def parse_source_spec(spec: str, default_split: str) -> tuple[str, str, str | None]:
+    """``PATH[:SPLIT[:FACES]]`` -> (path, split, faces or None), as the benchmarks and the calibration
+    take sources; a colon not followed by a split name (or a faces mode, ``cropped`` / ``detect``)
+    belongs to the path."""
+    faces = None
+    head, sep, tail = spec.rpartition(":")
+    if sep and head and tail.lower() in FACE_MODES:
+        spec, faces = head, tail.lower()
+    head, sep, tail = spec.rpartition(":")
+    if sep and head and (tail.lower() in SPLIT_ALIASES or tail.lower() == "all"):
+        return head, tail, faces
+    return spec, default_split, faces
+
+
 def _source_name(dataset: DatasetDict) -> str:
     split = next(iter(dataset.values()))
     return str(split[0]["source"]) if len(split) and "source" in split.column_names else "data"

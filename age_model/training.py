@@ -12,7 +12,8 @@ import logging
 import math
 import os
 import random
-from dataclasses import asdict, dataclass, field
+from collections import Counter
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, Iterable, Sequence
 
@@ -327,12 +328,13 @@ def per_source_errors(predicted: np.ndarray, true: np.ndarray, sources: Sequence
     """``{source}_{metric}`` for each source (only ``keys`` where given) and ``worst_source_mae``."""
     labels = np.asarray(sources)
     result: dict[str, float] = {}
+    maes = []
     for source in sorted(set(sources)):
         mask = labels == source
         errors = age_errors(np.asarray(predicted)[mask], np.asarray(true)[mask], threshold)
         result.update({f"{source}_{k}": v for k, v in errors.items() if keys is None or k in keys})
-    result["worst_source_mae"] = max(v for k, v in result.items() if k.endswith("_mae") and k.count("_mae") == 1
-                                     and not k.endswith("without_flip_tta_mae"))
+        maes.append(errors["mae"])
+    result["worst_source_mae"] = max(maes)
     return result
 
 
@@ -416,10 +418,10 @@ def run_training(data_args: DataArguments, model_args: ModelArguments, training_
         "sources": source_names, "reframed_sources": reframed,
         "format": "+".join(r.data_format for r in reports), "target": data_args.target, "faces": faces,
         "photos_without_face": sum(dropped.values()), "photos_without_face_by_source": dropped,
-        "skipped_rows": _merge_counts(r.skipped for r in reports), "feedback": feedback_summary,
+        "skipped_rows": dict(sum((Counter(r.skipped) for r in reports), Counter())), "feedback": feedback_summary,
         "from_scratch": is_config_only(model_args.base_model),
         "splits": {name: len(split) for name, split in dataset.items()},
-        "splits_by_source": {name: _counts(split["source"]) for name, split in dataset.items()},
+        "splits_by_source": {name: dict(Counter(split["source"])) for name, split in dataset.items()},
         "age_stats": {name: age_stats(split["age"]) for name, split in dataset.items()}, "age_bands": age_band_counts(train_ages),
     }
     model = build_age_model(model_args.base_model, settings)
@@ -453,7 +455,7 @@ def run_training(data_args: DataArguments, model_args: ModelArguments, training_
     val_ages, val_true, val_sources = validation.ages, _true(dataset["validation"]), _sources(dataset["validation"])
     settings.calibration_edges, settings.calibration_mae = fit_calibration(val_ages, val_true)
     settings.spread_scale, settings.spread_coverage = fit_spread_scale(
-        val_ages - val_true, validation.spreads(AgeSettings(**{**asdict(settings), "spread_scale": 1.0})), val_sources,
+        val_ages - val_true, validation.spreads(replace(settings, spread_scale=1.0)), val_sources,
         target=settings.spread_target)
     settings.save_to_config(trainer.model.config)
 
@@ -541,21 +543,6 @@ def _source_order(dataset: DatasetDict) -> list[str]:
             if source not in names:
                 names.append(source)
     return names
-
-
-def _counts(values: Iterable[str]) -> dict[str, int]:
-    counts: dict[str, int] = {}
-    for value in values:
-        counts[value] = counts.get(value, 0) + 1
-    return counts
-
-
-def _merge_counts(counts: Iterable[dict[str, int]]) -> dict[str, int]:
-    merged: dict[str, int] = {}
-    for count in counts:
-        for key, value in count.items():
-            merged[key] = merged.get(key, 0) + value
-    return merged
 
 
 def _true(split: Any) -> np.ndarray:

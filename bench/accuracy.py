@@ -43,7 +43,7 @@ if __package__ in (None, ""):  # run as a script: make the repository importable
 
 from PIL import Image  # noqa: E402
 
-from age_model.data import SPLIT_ALIASES, LoadOptions, LoadReport, load_age_dataset  # noqa: E402
+from age_model.data import SPLIT_ALIASES, LoadOptions, LoadReport, load_age_dataset, parse_source_spec  # noqa: E402
 from age_model.faces import frame_chip, load_image  # noqa: E402
 from age_model.metrics.age_error.age_error import AGE_BANDS, age_errors  # noqa: E402
 from age_model.policy import asks_for_id  # noqa: E402
@@ -63,7 +63,6 @@ BAND_LABELS = {"under13": "<13", "13_17": "13-17", "18_24": "18-24", "25_34": "2
 BIAS_BANDS = tuple(name for name, low, high in AGE_BANDS if high <= 65)  # the summary's "max |bias|" bands
 SLICE_FIGURES = ("mae", "cs5", "minors_passed", "adults_asked")
 CHUNK = 64  # images decoded at a time: bounded memory on a shared machine
-FACE_MODES = ("cropped", "detect")
 FIXTURE_PHOTO_SOURCE = "fgnet"  # the fixture's uncropped photos (labels.csv `source`)
 DEFAULT_CHIPS = Path(__file__).resolve().parent.parent.parent / "shared" / "data" / "utkface"
 
@@ -205,19 +204,6 @@ class Source:
     spec: dict[str, Any] = field(default_factory=dict)  # for the JSON
 
 
-def parse_data_spec(spec: str, default_split: str) -> tuple[str, str, str | None]:
-    """``PATH[:SPLIT[:FACES]]`` -> (path, split, faces or None); a colon not followed by a split name
-    (or a faces mode, ``cropped`` / ``detect``) belongs to the path."""
-    faces = None
-    head, sep, tail = spec.rpartition(":")
-    if sep and head and tail.lower() in FACE_MODES:
-        spec, faces = head, tail.lower()
-    head, sep, tail = spec.rpartition(":")
-    if sep and head and (tail.lower() in SPLIT_ALIASES or tail.lower() == "all"):
-        return head, tail, faces
-    return spec, default_split, faces
-
-
 class Loader:
     """``load_age_dataset`` once per path, however many sources use it."""
 
@@ -256,7 +242,7 @@ def _dataset_chunks(rows: Any, frame: Callable[[Image.Image], Image.Image] | Non
 
 def data_source(loader: Loader, spec: str, default_split: str, faces: str, limit: int | None, seed: int) -> Source:
     """A ``--data`` source: a split of anything ``load_age_dataset`` reads, optionally a seeded subset."""
-    path, split, own_faces = parse_data_spec(spec, default_split)
+    path, split, own_faces = parse_source_spec(spec, default_split)
     rows, report = loader.split(path, split)
     total = len(rows)
     if limit is not None and limit < total:
@@ -306,7 +292,7 @@ def fixture_photos(folder: str, limit: int | None, seed: int) -> Source:
 def padded_chips(loader: Loader, spec: str, count: int, limit: int | None, seed: int) -> Source:
     """``count`` chips of a crop data set (seeded choice), each framed into a bigger synthetic photo by
     ``age_model.faces.frame_chip`` (seeded), fed through each model's photo path: detection, crop, model."""
-    path, split, _ = parse_data_spec(spec, "test")
+    path, split, _ = parse_source_spec(spec, "test")
     rows, report = loader.split(path, split)
     total = len(rows)
     wanted = min(count, total, limit if limit is not None else count)

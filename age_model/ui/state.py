@@ -3,6 +3,7 @@
 import json
 import logging
 import os
+import re
 import secrets
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -128,8 +129,6 @@ def redact(text: str | None) -> str | None:
     """``text`` with the password of every database URL in it masked."""
     if not text:
         return text
-    import re
-
     return re.sub(r"(\w+(?:\+\w+)?://[^:/@\s]+:)[^@\s]+@", r"\1***@", text)
 
 
