@@ -56,6 +56,9 @@ class AgeSettings:
     spread_target: float = 0.7
     spread_coverage: dict[str, float] = field(default_factory=dict)
     base_model: str = ""
+    # True once fold_into_head has put age_mean/age_std into the output layer (regression and
+    # gaussian heads): the outputs are then years, which plain transformers shows as they are.
+    outputs_in_years: bool = False
 
     def num_outputs(self) -> int:
         return {"regression": 1, "gaussian": 2, "bins": MAX_AGE + 1}[self.head]
@@ -68,6 +71,15 @@ class AgeSettings:
 
     def save_to_config(self, config: Any) -> None:
         config.agecheck = asdict(self)
+
+    def output_scale(self) -> tuple[float, float]:
+        """(mean, std) that turn the first output into years: identity once folded into the head."""
+        return (0.0, 1.0) if self.outputs_in_years else (self.age_mean, self.age_std)
+
+
+def output_labels(head: str) -> list[str]:
+    """The name of each output: what plain transformers (pipeline, Hub widget) shows beside it."""
+    return {"regression": ["age"], "gaussian": ["age", "log_variance"]}.get(head, [str(a) for a in range(MAX_AGE + 1)])
 
 
 def is_config_only(path: str | Path) -> bool:
@@ -83,7 +95,7 @@ def build_age_model(base_model: str, settings: AgeSettings, **config_overrides: 
     if settings.head not in HEADS:
         raise ValueError(f"Unknown head {settings.head!r}: choose one of {', '.join(HEADS)}.")
     num_labels = settings.num_outputs()
-    labels = ["age"] if num_labels == 1 else (["age", "log_variance"] if num_labels == 2 else [str(a) for a in range(num_labels)])
+    labels = output_labels(settings.head)
     kwargs: dict[str, Any] = dict(
         num_labels=num_labels,
         id2label=dict(enumerate(labels)),
@@ -164,11 +176,13 @@ def outputs_to_age(logits: np.ndarray | torch.Tensor, settings: AgeSettings) -> 
     out = torch.as_tensor(np.asarray(logits) if not isinstance(logits, torch.Tensor) else logits).float()
     if out.ndim == 1:
         out = out[:, None]
+    mean, std = settings.output_scale()
     if settings.head == "regression":
-        return (out[:, 0] * settings.age_std + settings.age_mean).numpy(), None
+        return (out[:, 0] * std + mean).numpy(), None
     if settings.head == "gaussian":
-        age = out[:, 0] * settings.age_std + settings.age_mean
-        sigma = torch.exp(0.5 * out[:, 1].clamp(-20, 20)) * settings.age_std
+        age = out[:, 0] * std + mean
+        log_variance = out[:, 1] - (2 * math.log(settings.age_std) if settings.outputs_in_years else 0.0)
+        sigma = torch.exp(0.5 * log_variance.clamp(-20, 20)) * settings.age_std  # clamped in normalised units
         return age.numpy(), sigma.numpy()
     probs = torch.softmax(out, dim=-1)
     bins = torch.arange(out.shape[-1], dtype=torch.float32)
@@ -224,6 +238,45 @@ def fit_spread_scale(errors: np.ndarray, spreads: np.ndarray, groups: Any = None
             scale = max(scale, float(np.quantile(chosen, target, method="higher")))
     coverage = {str(g): float(np.mean(ratios[labels == g] <= scale)) for g in sorted(set(labels))}
     return scale, coverage
+
+
+def output_layer(model: torch.nn.Module, outputs: int) -> torch.nn.Linear:
+    """The last linear layer with ``outputs`` outputs: the age head of any image classifier."""
+    layers = [m for m in model.modules() if isinstance(m, torch.nn.Linear) and m.out_features == outputs]
+    if not layers:
+        raise ValueError(f"{type(model).__name__} has no linear layer with {outputs} outputs to fold the age scale into.")
+    return layers[-1]
+
+
+def fold_into_head(model: PreTrainedModel, settings: AgeSettings) -> AgeSettings:
+    """Make the saved model readable by plain transformers (``pipeline("image-classification")``).
+
+    Regression and gaussian heads: ``age_mean`` and ``age_std`` go into the output layer, so the
+    first output is the age in years and the second (gaussian) the log-variance in years²;
+    ``settings.outputs_in_years`` records it (``age_mean``/``age_std`` stay, for the record). The
+    bins head already outputs a score per age: it is declared ``single_label_classification`` so the
+    pipeline and the Hub widget apply the softmax and show a probability per age. Idempotent; the
+    model gives the same ages through :func:`outputs_to_age` before and after. Call it just before
+    saving (training resumes from checkpoints, never from a folded model).
+    """
+    config = model.config
+    labels = output_labels(settings.head)
+    config.id2label, config.label2id = dict(enumerate(labels)), {name: i for i, name in enumerate(labels)}
+    if settings.head == "bins":
+        config.problem_type = "single_label_classification"
+    elif not settings.outputs_in_years:
+        layer = output_layer(model, settings.num_outputs())
+        if layer.bias is None:
+            raise ValueError("The age head has no bias: the age mean cannot be folded into it.")
+        with torch.no_grad():
+            layer.weight[0].mul_(settings.age_std)
+            layer.bias[0].mul_(settings.age_std).add_(settings.age_mean)
+            if settings.head == "gaussian":
+                layer.bias[1].add_(2 * math.log(settings.age_std))
+        settings.outputs_in_years = True
+        config.problem_type = "regression"
+    settings.save_to_config(config)
+    return settings
 
 
 def load_age_model(path_or_repo_id: str, device: str | torch.device = "cpu") -> tuple[PreTrainedModel, Any, AgeSettings]:

@@ -7,6 +7,7 @@ photos it is given into a few forward passes. A photo that cannot be read gets i
 
 from __future__ import annotations
 
+import logging
 import math
 import time
 from dataclasses import asdict, dataclass, field
@@ -30,6 +31,8 @@ from age_model.faces import (
     load_image,
 )
 from age_model.modeling import AgeSettings, calibrated_spread, load_age_model, outputs_to_age
+
+logger = logging.getLogger(__name__)
 
 # Spread of a checkpoint with no uncertainty of its own (plain regression head, no validation
 # calibration, no TTA): between the 6.5 and 13.3 years MAE measured on raw photos (DESIGN.md).
@@ -94,19 +97,92 @@ def _chunks(items: Sequence[Any], size: int) -> Iterator[Sequence[Any]]:
         yield items[start:start + size]
 
 
+class TorchRunner:
+    """Pixels (numpy, N x 3 x H x W) -> logits (numpy) through the transformers model."""
+
+    name = "torch"
+
+    def __init__(self, model: torch.nn.Module, device: torch.device) -> None:
+        self.device = device
+        # channels_last: measured faster for the EfficientNets on CPU (shared/weights/README.txt)
+        self.model = model.to(memory_format=torch.channels_last) if device.type == "cpu" else model
+
+    def __call__(self, pixels: np.ndarray) -> np.ndarray:
+        batch = torch.from_numpy(np.ascontiguousarray(pixels)).to(self.device)
+        if self.device.type == "cpu":
+            batch = batch.contiguous(memory_format=torch.channels_last)
+        with torch.inference_mode():
+            return self.model(pixel_values=batch).logits.float().cpu().numpy()
+
+
+class OnnxRunner:
+    """The same function through ONNX Runtime on ``model.onnx`` (``python -m age_model.export``).
+
+    ``InferenceSession.run`` is thread-safe, so one runner serves concurrent requests.
+    """
+
+    name = "onnxruntime"
+
+    def __init__(self, path: Path, threads: int | None = None) -> None:
+        import onnxruntime
+
+        options = onnxruntime.SessionOptions()
+        options.intra_op_num_threads = int(threads or torch.get_num_threads())
+        options.graph_optimization_level = onnxruntime.GraphOptimizationLevel.ORT_ENABLE_ALL
+        self.session = onnxruntime.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+        self.input_name = self.session.get_inputs()[0].name
+
+    def __call__(self, pixels: np.ndarray) -> np.ndarray:
+        return self.session.run(None, {self.input_name: np.ascontiguousarray(pixels, dtype=np.float32)})[0]
+
+
+def onnx_runner_for(model: str | Path) -> OnnxRunner | None:
+    """A runner on the folder's ``model.onnx`` if it was exported from the weights now there, else
+    None (with a warning when one exists but is stale: a retrained folder must not serve the old graph)."""
+    from age_model.export import ONNX_FILE, WEIGHTS_KEY, weights_digest
+
+    path = Path(model) / ONNX_FILE
+    if not path.is_file():
+        return None
+    try:
+        runner = OnnxRunner(path)
+    except ImportError:
+        logger.warning("%s exists but onnxruntime is not installed: using torch (pip install onnxruntime).", path)
+        return None
+    if runner.session.get_modelmeta().custom_metadata_map.get(WEIGHTS_KEY) != weights_digest(model):
+        logger.warning("%s was exported from other weights than the folder holds now: using torch. "
+                       "Run `python -m age_model.export %s` to refresh it.", path, model)
+        return None
+    return runner
+
+
 class AgePredictor:
-    """A loaded age model plus the face detector, ready to estimate ages on photos or crops."""
+    """A loaded age model plus the face detector, ready to estimate ages on photos or crops.
+
+    The model runs through ONNX Runtime when the model folder holds an up-to-date ``model.onnx``
+    and the device is the CPU (``backend="auto"``), through torch otherwise; both give the same
+    logits (tests/test_predictor.py checks it to 1e-4).
+    """
 
     def __init__(self, model: str | Path, device: str | None = None, tta: bool = True, batch_size: int = 32,
-                 score_threshold: float = DEFAULT_SCORE_THRESHOLD) -> None:
+                 score_threshold: float = DEFAULT_SCORE_THRESHOLD, backend: str = "auto") -> None:
+        if backend not in ("auto", "torch", "onnxruntime"):
+            raise ValueError(f"Unknown backend {backend!r}: choose auto, torch or onnxruntime.")
         self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
         self.model, self.processor, self.settings = load_age_model(str(model), self.device)
-        if self.device.type == "cpu":  # measured faster for the EfficientNets on CPU (shared/weights/README.txt)
-            self.model = self.model.to(memory_format=torch.channels_last)
+        onnx = onnx_runner_for(model) if backend != "torch" and self.device.type == "cpu" else None
+        if backend == "onnxruntime" and onnx is None:
+            raise ValueError(f"{model} has no up-to-date model.onnx: run `python -m age_model.export {model}` first.")
+        self.runner: TorchRunner | OnnxRunner = onnx or TorchRunner(self.model, self.device)
         self.model_name = str(model)
         self.tta = tta
         self.batch_size = max(1, int(batch_size))
         self.score_threshold = score_threshold
+
+    @property
+    def backend(self) -> str:
+        """``"onnxruntime"`` or ``"torch"``: what runs the model."""
+        return self.runner.name
 
     @property
     def spread_basis(self) -> str:
@@ -120,21 +196,20 @@ class AgePredictor:
 
     # ------------------------------------------------------------------ crops
 
-    def preprocess(self, crops: Sequence[Image.Image]) -> torch.Tensor:
-        """Crops to the model's input tensor with the checkpoint's own image processor."""
-        pixels = self.processor(images=[c.convert("RGB") for c in crops], return_tensors="pt")["pixel_values"]
-        pixels = pixels.to(self.device)
-        if self.device.type == "cpu":
-            pixels = pixels.contiguous(memory_format=torch.channels_last)
-        return pixels
+    def preprocess(self, crops: Sequence[Image.Image]) -> np.ndarray:
+        """Crops to the model's input (float32, N x 3 x H x W) with the checkpoint's own image processor."""
+        return self.processor(images=[c.convert("RGB") for c in crops], return_tensors="np")["pixel_values"]
 
-    def estimate(self, pixels: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
-        """One forward pass (two images per face with flip TTA) -> (ages, spreads) in years."""
+    def logits(self, pixels: np.ndarray) -> np.ndarray:
+        """The model's raw outputs for a batch of preprocessed crops."""
+        return self.runner(np.asarray(pixels, dtype=np.float32))
+
+    def estimate(self, pixels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """One forward pass (one batch of two images per face with flip TTA) -> (ages, spreads) in years."""
+        pixels = np.asarray(pixels, dtype=np.float32)
         count = pixels.shape[0]
-        batch = torch.cat([pixels, pixels.flip(-1)]) if self.tta else pixels
-        with torch.inference_mode():
-            logits = self.model(pixel_values=batch).logits.float().cpu()
-        ages, sigma = outputs_to_age(logits, self.settings)
+        batch = np.concatenate([pixels, pixels[..., ::-1]]) if self.tta else pixels
+        ages, sigma = outputs_to_age(self.logits(batch), self.settings)
         tta_gap = None
         if self.tta:
             tta_gap = np.abs(ages[:count] - ages[count:]) / 2

@@ -39,6 +39,7 @@ from age_model.modeling import (
     build_age_model,
     fit_calibration,
     fit_spread_scale,
+    fold_into_head,
     freeze_identity_squeeze_excite,
     head_parameter_names,
     is_config_only,
@@ -570,6 +571,7 @@ def _limit(dataset: DatasetDict, data_args: DataArguments) -> DatasetDict:
 def _save(trainer: Trainer, output_dir: Path, settings: AgeSettings, test_metrics: dict, eval_metrics: dict,
           summary: dict, model_args: ModelArguments, training_args: TrainingArguments) -> None:
     """Model + processor + metrics + data summary + model card, everything a push needs, in one folder."""
+    fold_into_head(trainer.model, settings)  # plain transformers then reads years / a probability per age
     trainer.save_model(str(output_dir))
     _write_json(output_dir / "test_metrics.json", test_metrics)
     _write_json(output_dir / "eval_metrics.json", eval_metrics)

@@ -88,3 +88,35 @@ def test_calibrate_cli_writes_the_scale_and_the_predictor_uses_it(tmp_path, fixt
     assert settings["spread_scale"] >= 1.0 and settings["spread_coverage"]
     after = AgePredictor(str(model)).predict_crops(crops)[1]
     assert np.allclose(after, before * settings["spread_scale"], rtol=1e-4)
+
+
+def test_folding_keeps_the_ages_and_plain_transformers_reads_years(tmp_path):
+    """Save-time folding: agecheck's ages unchanged; pipeline("image-classification") gives years or
+    a probability per age; an older (unfolded) folder still loads with the same ages."""
+    from PIL import Image
+    from transformers import pipeline
+
+    from age_model.modeling import fold_into_head
+    from age_model.predictor import AgePredictor
+
+    crops = [Image.new("RGB", (70, 90), c) for c in ("gray", "white", "olive")]
+    for head in ("regression", "gaussian", "bins"):
+        old = make_tiny_model(tmp_path / f"old_{head}", head=head)
+        before = AgePredictor(old, backend="torch").predict_crops(crops)
+        model, processor, settings = load_age_model(str(old))
+        fold_into_head(model, settings)
+        fold_into_head(model, settings)  # idempotent
+        new = tmp_path / f"new_{head}"
+        model.save_pretrained(new)
+        processor.save_pretrained(new)
+        after = AgePredictor(new, backend="torch").predict_crops(crops)
+        assert np.allclose(after[0], before[0], atol=1e-3) and np.allclose(after[1], before[1], atol=1e-3)
+        assert np.allclose(AgePredictor(old, backend="torch").predict_crops(crops)[0], before[0])  # old still loads
+        scores = pipeline("image-classification", model=str(new))(crops[0], top_k=1000)
+        if head == "bins":
+            assert len(scores) == 101 and abs(sum(s["score"] for s in scores) - 1) < 1e-4
+            expected = sum(int(s["label"]) * s["score"] for s in scores)
+            assert abs(expected - before[0][0]) < 0.05
+        else:
+            age = next(s["score"] for s in scores if s["label"] == "age")
+            assert abs(age - before[0][0]) < 0.05
