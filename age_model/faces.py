@@ -25,7 +25,10 @@ logger = logging.getLogger(__name__)
 YUNET_PATH = Path(__file__).resolve().parent / "assets" / "yunet" / "face_detection_yunet_2023mar.onnx"
 MAX_PIXELS = 50_000_000  # 50 MP: bigger than any phone photo; refuses decompression bombs before decoding
 MIN_SIDE = 32  # YuNet finds faces from about 10 px; below 32 px an image cannot hold a usable face
-DETECT_MAX_SIDE = 640  # YuNet was trained on 10-300 px faces: detect on a copy at most this big
+# YuNet was trained on 10-300 px faces: detect on a copy at most this big. 320 is the smallest that
+# kept every face of the fixture photos (8/8) and of 300 padded UTKFace test chips (300/300; 256 lost
+# one), with the same MAE on those chips (4.68 vs 4.72 at 640) at half the detection time (README, Latency).
+DETECT_MAX_SIDE = 320
 DEFAULT_SCORE_THRESHOLD = 0.7  # 0.9 (zoo default) misses partly hidden faces in group photos
 NMS_THRESHOLD = 0.3
 TOP_K = 5000

@@ -84,8 +84,8 @@ def load_predictor(args: argparse.Namespace):  # -> AgePredictor, imported lazil
     threshold = DEFAULT_SCORE_THRESHOLD if args.threshold is None else args.threshold
     try:
         return AgePredictor(model, device=args.device, tta=args.tta, batch_size=args.batch_size,
-                            score_threshold=threshold)
-    except OSError as error:
+                            score_threshold=threshold, backend=getattr(args, "backend", "auto"))
+    except (OSError, ValueError) as error:
         raise SystemExit(f"error: {error}") from error
 
 

