@@ -80,6 +80,34 @@ def build_annotator_app(state: AppState, options: ServerOptions) -> gr.Blocks:
     return build_annotate_app(state, options).queue(max_size=options.queue_size)
 
 
+def warm_up(state: AppState, examples: list[str]) -> float:
+    """Run one photo through the whole Predict path before the first visitor does (seconds taken).
+
+    The first call pays for ONNX Runtime's first run, the detector, the font and the JPEG encoder:
+    several seconds that the first user would otherwise wait. Nothing is kept from it.
+    """
+    from PIL import Image
+
+    from age_model.ui.predict import predict_photo
+
+    if state.predictor is None:
+        return 0.0
+    start = time.perf_counter()
+    folder = Path(tempfile.mkdtemp(prefix="agecheck-warmup-"))
+    try:
+        photo = examples[0] if examples else str(folder / "gray.png")
+        if not examples:
+            Image.new("RGB", (320, 240), "gray").save(photo)
+        predict_photo(state, photo, state.threshold)
+    except Exception as error:  # a bad example must not stop the server: the first request just pays
+        logger.warning("warm-up failed (%s); the first request will be slower", error)
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+    seconds = time.perf_counter() - start
+    logger.info("warm-up: one photo through the Predict path in %.2f s", seconds)
+    return seconds
+
+
 def _delete_cache(options: ServerOptions) -> tuple[int, int]:
     seconds = max(60, int(options.cache_minutes * 60))
     return (max(60, seconds // 4), seconds)
@@ -132,6 +160,7 @@ def create_app(options: ServerOptions, state: AppState | None = None) -> FastAPI
     uploads = private_upload_folder()
     state = state or AppState.load(options.model, options.store, options.threshold)
     state.upload_folder = uploads
+    warm_up(state, example_photos(options.examples))
     app = FastAPI(title="agecheck")
 
     @app.get("/healthz")
