@@ -51,22 +51,25 @@ def serve_app(model: str | Path, store: str, **options: object) -> Iterator[str]
 
 
 def write_y4m(photo: str | Path, dest: str | Path, size: tuple[int, int] = (640, 480), frames: int = 2,
-              align: str = "center") -> Path:
+              align: str = "center", drift: int = 0) -> Path:
     """A fake-camera video for Chromium (--use-file-for-fake-video-capture): the photo fitted into
     `size` (on the left with align="left", which makes a mirrored frame easy to spot), as raw
-    YUV 4:2:0 frames behind a YUV4MPEG2 header (full-range BT.601, as Pillow's YCbCr)."""
+    YUV 4:2:0 frames behind a YUV4MPEG2 header (full-range BT.601, as Pillow's YCbCr). With
+    `drift`, frame i has the photo moved `i * drift` px to the right (a person walking up), 10 frames/s."""
     width, height = size
     assert width % 2 == 0 and height % 2 == 0, "4:2:0 needs even sides"
     image = Image.open(photo).convert("RGB")
     image.thumbnail(size)
-    canvas = Image.new("RGB", size, (128, 128, 128))
     left = 0 if align == "left" else (width - image.width) // 2
-    canvas.paste(image, (left, (height - image.height) // 2))
-    y, cb, cr = canvas.convert("YCbCr").split()
     half = (width // 2, height // 2)
-    frame = b"FRAME\n" + y.tobytes() + cb.resize(half, Image.BILINEAR).tobytes() + cr.resize(half, Image.BILINEAR).tobytes()
+    video = [f"YUV4MPEG2 W{width} H{height} F10:1 Ip A1:1 C420jpeg\n".encode()]
+    for number in range(frames):
+        canvas = Image.new("RGB", size, (128, 128, 128))
+        canvas.paste(image, (left + number * drift, (height - image.height) // 2))
+        y, cb, cr = canvas.convert("YCbCr").split()
+        video.append(b"FRAME\n" + y.tobytes() + cb.resize(half, Image.BILINEAR).tobytes() + cr.resize(half, Image.BILINEAR).tobytes())
     dest = Path(dest)
-    dest.write_bytes(f"YUV4MPEG2 W{width} H{height} F10:1 Ip A1:1 C420jpeg\n".encode() + frame * frames)
+    dest.write_bytes(b"".join(video))
     return dest
 
 

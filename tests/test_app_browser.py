@@ -41,7 +41,7 @@ def photo(fixture_dir: Path) -> Path:
 def browser(photo: Path, tmp_path_factory: pytest.TempPathFactory):
     """One Chromium for the module, its camera a fake one that shows `photo` on the left of a 640x480 frame."""
     work = tmp_path_factory.mktemp("chromium")
-    y4m = write_y4m(photo, work / "camera.y4m", align="left")
+    y4m = write_y4m(photo, work / "camera.y4m", align="left", frames=10, drift=6)  # the face stays in the left half
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     with sync_api.sync_playwright() as playwright:
         context = launch_chromium(playwright, work / "profile", y4m, viewport={"width": 1280, "height": 900})
@@ -144,3 +144,34 @@ def test_non_image_upload_shows_a_readable_error(page, tmp_path):
     error = toasts.filter(has_text="could not be opened as an image")
     expect(error).to_be_visible()
     assert "/tmp" not in error.inner_text() and "gradio" not in error.inner_text().lower()
+
+
+def live_status(page) -> tuple[int, str]:
+    """The Live mode's status line: the frame number the server has drawn, and the whole text."""
+    text = page.locator("#live_status").inner_text()
+    found = re.search(r"Frame (\d+):", text)
+    return (int(found.group(1)) if found else 0), text
+
+
+def test_live_camera_draws_updated_results_frame_after_frame(page):
+    page.get_by_role("tab", name="Live camera").click()
+    camera = page.locator("#live_camera")
+    camera.get_by_text("Click to Access Webcam").click()
+    page.wait_for_function("() => { const v = document.querySelector('#live_camera video'); "
+                           "return v && v.readyState >= 2 && v.videoWidth > 0; }")
+    camera.get_by_role("button", name="capture photo").click()  # starts the stream
+    expect(page.locator("#live_status")).to_contain_text("Frame", timeout=TIMEOUT)
+    seen_frames, seen_images = [], set()
+    for _ in range(30):  # several frames, each drawn by the server
+        number, text = live_status(page)
+        if not seen_frames or number > seen_frames[-1]:
+            seen_frames.append(number)
+            seen_images.add(page.locator("#live_result img").get_attribute("src"))
+            assert re.search(r"ASK FOR ID|No ID needed", text) and re.search(r"\d+ ± \d+", text), text  # one face, verdict
+        if len(seen_frames) >= 4:
+            break
+        page.wait_for_timeout(250)
+    assert len(seen_frames) >= 4, seen_frames
+    assert len(seen_images) >= 3  # a new drawn frame each time, not one picture
+    drawn = page.locator("#live_result img")
+    assert drawn.evaluate("img => img.naturalWidth") == 640  # the camera's own frame size, boxed and labelled

@@ -228,7 +228,16 @@ def report_age(state: AppState, photo_path: str | None, face_number: Any, real_a
 
 def build_predict_tab(state: AppState, examples: list[str]) -> None:
     """Lay out the Predict tab inside the current Blocks context and wire its events."""
+    from age_model.ui.live import build_live_panel  # live.py draws with this module's helpers
+
     gr.Markdown(state.model_banner(), elem_id="model_banner")
+    with gr.Tab("Photo", elem_id="photo_mode"):
+        _build_photo_panel(state, examples)
+    with gr.Tab("Live camera", elem_id="live_mode"):
+        build_live_panel(state)
+
+
+def _build_photo_panel(state: AppState, examples: list[str]) -> None:
     source = gr.State("upload")  # "webcam" after a capture: stored with a correction
     source_hint = gr.Textbox(visible=False)  # carries PHOTO_SOURCE_JS's answer to the server
     with gr.Row():
