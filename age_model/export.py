@@ -1,13 +1,14 @@
 """Write ``model.onnx`` beside a model's weights so the predictor can serve it with ONNX Runtime.
 
-    python -m age_model.export models/agecheck-default            # writes models/agecheck-default/model.onnx
+    python -m age_model.export models/agecheck-default            # writes model.onnx and handler.py there
     python -m age_model.export runs/my-model --output /tmp/m.onnx   # somewhere else
 
 The graph is the torch model's own (``torch.onnx.export``), fp32, with a free batch dimension:
 pixels ``(batch, 3, size, size)`` in, logits ``(batch, outputs)`` out, exactly what the torch model
 gives, so every ``config.agecheck`` rule (head, calibration, framing) applies unchanged. The file
 records the SHA-256 of the weights it came from: the predictor ignores a ``model.onnx`` whose weights
-have changed since (a retrained folder) and says to export again.
+have changed since (a retrained folder) and says to export again. Beside it goes ``handler.py``, the
+Inference Endpoints entry point (``age_model.endpoint``), when the ONNX file is written into the folder.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from age_model.modeling import WEIGHT_FILES, load_age_model
 logger = logging.getLogger(__name__)
 
 ONNX_FILE = "model.onnx"
+HANDLER_FILE = "handler.py"
 WEIGHTS_KEY = "agecheck_weights_sha256"  # ONNX metadata: which weights the graph was exported from
 INPUT_NAME, OUTPUT_NAME = "pixel_values", "logits"
 OPSET = 18
@@ -79,6 +81,10 @@ def export_onnx(model_dir: str | Path, output: str | Path | None = None, opset: 
     onnx.save(graph, str(partial))
     partial.replace(target)  # never a half-written model.onnx for a predictor to pick up
     logger.info("wrote %s (%.1f MB)", target, target.stat().st_size / 1e6)
+    if output is None:
+        from age_model.endpoint import HANDLER_SOURCE
+
+        (folder / HANDLER_FILE).write_text(HANDLER_SOURCE)
     return target
 
 

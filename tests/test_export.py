@@ -19,7 +19,7 @@ from tests.conftest import make_tiny_model
 def exported(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Path:
     folder = make_tiny_model(tmp_path_factory.mktemp(f"onnx_{request.param}"), head=request.param)
     assert export_main([str(folder)]) == 0
-    assert (folder / ONNX_FILE).is_file()
+    assert (folder / ONNX_FILE).is_file() and (folder / "handler.py").is_file()
     return folder
 
 

@@ -32,3 +32,38 @@ def test_shipped_model_carries_its_serving_settings(shipped):
     settings = shipped.settings
     assert settings.faces == "detect" and settings.calibration_mae
     assert settings.image_size % 32 == 0  # EfficientNet is exact at multiples of 32
+
+
+def test_shipped_model_runs_on_onnx_runtime_and_its_handler_answers(shipped, fixture_dir):
+    """model.onnx is current (not refused as stale) and handler.py gives the predictor's own answer."""
+    import importlib.util
+
+    from age_model.export import weights_digest
+
+    assert shipped.backend == "onnxruntime", "models/agecheck-default/model.onnx is missing or stale: re-export it"
+    spec = importlib.util.spec_from_file_location("shipped_handler", DEFAULT_MODEL / "handler.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    handler = module.EndpointHandler(str(DEFAULT_MODEL))
+    photo = fixture_dir / "images" / "fgnet_082A18.JPG"
+    answer = handler({"inputs": photo.read_bytes(), "parameters": {"threshold": 25}})
+    expected = shipped.predict(photo)[0].faces
+    assert [f["age"] for f in answer["faces"]] == pytest.approx([round(f.age, 2) for f in expected], abs=0.01)
+    assert answer["faces"][0]["verdict"] in ("ask for ID", "no ID needed")
+    assert "error" in handler({"inputs": "not base64 at all!"}) and "error" in handler({"inputs": b"", "parameters": {"threshold": "25"}})
+    assert weights_digest(DEFAULT_MODEL)
+
+
+def test_plain_transformers_pipeline_gives_the_age_on_a_crop(shipped, fixture_dir):
+    """The card's transformers-only snippet: a probability per age, whose expectation is agecheck's age."""
+    from transformers import pipeline
+
+    from age_model.faces import load_image
+
+    photo = load_image(fixture_dir / "images" / "fgnet_082A18.JPG")
+    _, crops = shipped.find_faces(photo)
+    scores = pipeline("image-classification", model=str(DEFAULT_MODEL))(crops[0], top_k=101)
+    assert len(scores) == 101 and sum(s["score"] for s in scores) == pytest.approx(1, abs=1e-4)
+    age = sum(int(s["label"]) * s["score"] for s in scores)
+    ours = shipped.predict_crops(crops[:1])[0][0]
+    assert abs(age - ours) < 1.5  # the same model; only agecheck's flip TTA differs
