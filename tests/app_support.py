@@ -125,8 +125,19 @@ def capture_webcam(page, timeout: float = 30_000) -> None:
     expect(photo.locator("img[src*='gradio_api/file=']")).to_be_visible(timeout=timeout)
 
 
+def start_live_camera(page, timeout: float = 30_000) -> None:
+    """Open the Live camera mode and start streaming the (fake) camera to the server."""
+    page.get_by_role("tab", name="Live camera").click()
+    camera = page.locator("#live_camera")
+    camera.get_by_text("Click to Access Webcam").click()
+    page.wait_for_function("() => { const v = document.querySelector('#live_camera video'); "
+                           "return v && v.readyState >= 2 && v.videoWidth > 0; }", timeout=timeout)
+    camera.get_by_role("button", name="capture photo").click()  # in streaming mode this starts the stream
+
+
 def take_screenshots(out: Path = SCREENSHOTS) -> list[Path]:
-    """docs/screenshots/predict.png (upload) and predict-webcam.png (fake camera), from the example photo only."""
+    """docs/screenshots/predict.png (upload), predict-webcam.png and predict-live.png (fake camera), from the
+    example photo only."""
     from playwright.sync_api import sync_playwright
 
     out.mkdir(parents=True, exist_ok=True)
@@ -135,7 +146,7 @@ def take_screenshots(out: Path = SCREENSHOTS) -> list[Path]:
     try:
         model, kind = demo_model(work)
         print(f"model: {model} ({kind})")
-        y4m = write_y4m(EXAMPLE_PHOTO, work / "astronaut.y4m")
+        y4m = write_y4m(EXAMPLE_PHOTO, work / "astronaut.y4m", frames=10, drift=4)
         with serve_app(model, f"sqlite:///{work}/fb.db") as url, sync_playwright() as p:
             browser = launch_chromium(p, work / "profile", y4m, viewport={"width": 1280, "height": 860})
             page = browser.new_page()
@@ -149,6 +160,11 @@ def take_screenshots(out: Path = SCREENSHOTS) -> list[Path]:
             page.locator("#verdict h3").wait_for()
             page.wait_for_timeout(300)
             taken.append(_save_png(page, out / "predict-webcam.png"))
+            page.goto(url + "/")
+            start_live_camera(page)
+            page.locator("#live_status").get_by_text("Frame").wait_for()
+            page.wait_for_timeout(1500)
+            taken.append(_save_png(page, out / "predict-live.png"))
             browser.close()
     finally:
         shutil.rmtree(work, ignore_errors=True)

@@ -63,7 +63,7 @@ def check_result(result, photo: Path, threshold: float) -> dict:
         assert row[1] == pytest.approx(face["age"], abs=0.051)
     if faces:
         asks = any(f["verdict"] == ASK_FOR_ID for f in faces)
-        assert summary.startswith("### Ask for ID" if asks else "### No ID needed")
+        assert summary.startswith('<h3 class="verdict-ask">Ask for ID</h3>' if asks else '<h3 class="verdict-ok">No ID needed</h3>')
     assert payload["threshold"] == threshold
     return payload
 

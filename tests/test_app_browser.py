@@ -13,7 +13,16 @@ import httpx
 import pytest
 
 from age_model.faces import detect_faces, load_image
-from tests.app_support import ARTIFACTS, CHROMIUM, capture_webcam, launch_chromium, serve_app, upload_and_estimate, write_y4m
+from tests.app_support import (
+    ARTIFACTS,
+    CHROMIUM,
+    capture_webcam,
+    launch_chromium,
+    serve_app,
+    start_live_camera,
+    upload_and_estimate,
+    write_y4m,
+)
 
 if not CHROMIUM.is_file():
     pytest.skip(f"no Chromium at {CHROMIUM} (apt-get install -y chromium)", allow_module_level=True)
@@ -154,12 +163,7 @@ def live_status(page) -> tuple[int, str]:
 
 
 def test_live_camera_draws_updated_results_frame_after_frame(page):
-    page.get_by_role("tab", name="Live camera").click()
-    camera = page.locator("#live_camera")
-    camera.get_by_text("Click to Access Webcam").click()
-    page.wait_for_function("() => { const v = document.querySelector('#live_camera video'); "
-                           "return v && v.readyState >= 2 && v.videoWidth > 0; }")
-    camera.get_by_role("button", name="capture photo").click()  # starts the stream
+    start_live_camera(page, TIMEOUT)
     expect(page.locator("#live_status")).to_contain_text("Frame", timeout=TIMEOUT)
     seen_frames, seen_images = [], set()
     for _ in range(30):  # several frames, each drawn by the server
@@ -175,3 +179,14 @@ def test_live_camera_draws_updated_results_frame_after_frame(page):
     assert len(seen_images) >= 3  # a new drawn frame each time, not one picture
     drawn = page.locator("#live_result img")
     assert drawn.evaluate("img => img.naturalWidth") == 640  # the camera's own frame size, boxed and labelled
+
+
+def test_an_example_shows_its_result_on_click(page):
+    page.locator("img[src*='astronaut-eileen-collins']").first.click()  # no Estimate press
+    check_result(page)
+    verdict = page.locator("#verdict h3")
+    colour = verdict.evaluate("h => getComputedStyle(h).backgroundColor")
+    assert colour in ("rgb(198, 40, 40)", "rgb(46, 125, 50)")  # red: ask for ID, green: no ID needed
+    assert (colour == "rgb(198, 40, 40)") == (verdict.inner_text() == "Ask for ID")
+    page.get_by_text("Details: detection scores").click()
+    expect(page.locator("#raw_json")).to_contain_text("score")

@@ -25,7 +25,7 @@ from age_model.ui.state import AppState
 
 logger = logging.getLogger(__name__)
 
-TABLE_HEADERS = ["face", "age", "±", "verdict", "detection score"]
+TABLE_HEADERS = ["Face", "Estimated age", "Give or take (years)", "What to do"]
 # Photos estimated at once: one per core. Batching concurrent requests into one model call was measured
 # to gain nothing on CPU (ONNX Runtime: ~6.5 ms per face at batch 2 and at batch 32), while two requests
 # in flight let one detect while the other runs the model. More would only queue inside the process.
@@ -158,8 +158,8 @@ def predict_photo(state: AppState, photo_path: str | None, threshold: float) -> 
     result = predictor.predict([photo])[0]
     if result.error:
         raise user_error(result.error)
-    rows = [[i, round(f.age, 1), round(f.spread, 1), verdict(f.age, f.spread, threshold), round(f.score, 2)]
-            for i, f in enumerate(result.faces, start=1)]
+    rows = [[i, round(f.age, 1), round(f.spread, 1), verdict(f.age, f.spread, threshold)]
+            for i, f in enumerate(result.faces, start=1)]  # detection scores: in the JSON, under "Details"
     summary = _summary(result, threshold)
     payload = {"faces": [{"face": i, "box": [round(v, 1) for v in f.box], "age": round(f.age, 2), "spread": round(f.spread, 2),
                           "score": round(f.score, 3), "verdict": verdict(f.age, f.spread, threshold)}
@@ -169,13 +169,26 @@ def predict_photo(state: AppState, photo_path: str | None, threshold: float) -> 
 
 
 def _summary(result: Any, threshold: float) -> str:
+    """The verdict in words a cashier acts on, as a coloured heading (VERDICT_CSS), then one plain sentence."""
     if not result.faces:
         return f"**{result.message}**"
     asks = sum(verdict(f.age, f.spread, threshold) == ASK_FOR_ID for f in result.faces)
-    faces = "1 face" if len(result.faces) == 1 else f"{len(result.faces)} faces"
-    head = "### Ask for ID" if asks else "### No ID needed"
-    detail = f"{faces}; {asks} under the Challenge-{threshold:g} line or too close to call." if asks else f"{faces}; every estimate is clearly {threshold:g} or over."
-    return f"{head}\n{detail} Took {result.seconds * 1000:.0f} ms."
+    count = len(result.faces)
+    if asks:
+        head = '<h3 class="verdict-ask">Ask for ID</h3>'
+        who = "The face" if count == 1 else f"{asks} of the {count} faces"
+        detail = f"{who} may be under {threshold:g} (the estimate minus its ± is below {threshold:g}): ask to see ID."
+    else:
+        head = '<h3 class="verdict-ok">No ID needed</h3>'
+        detail = f"{'The face looks' if count == 1 else f'All {count} faces look'} clearly {threshold:g} or older."
+    return f"{head}\n\n{detail} (estimated in {result.seconds * 1000:.0f} ms)"
+
+
+VERDICT_CSS = """
+#verdict h3.verdict-ask, #verdict h3.verdict-ok { color: white; padding: 0.4em 0.8em; border-radius: 6px; margin: 0.2em 0; }
+#verdict h3.verdict-ask { background: #c62828; }
+#verdict h3.verdict-ok { background: #2e7d32; }
+"""
 
 
 def lossless_bytes(crop: Image.Image) -> bytes:
@@ -241,7 +254,7 @@ def _build_photo_panel(state: AppState, examples: list[str]) -> None:
     source = gr.State("upload")  # "webcam" after a capture: stored with a correction
     source_hint = gr.Textbox(visible=False)  # carries PHOTO_SOURCE_JS's answer to the server
     with gr.Row():
-        with gr.Column(scale=1):
+        with gr.Column(scale=1) as photo_column:
             photo = SafeImage(
                 sources=["upload", "webcam", "clipboard"], type="filepath", label="Photo", elem_id="photo",
                 image_mode=None,  # the upload as sent: Gradio re-encoded every non-RGB photo as PNG (17 % of the server CPU)
@@ -249,13 +262,13 @@ def _build_photo_panel(state: AppState, examples: list[str]) -> None:
             )
             threshold = gr.Slider(16, 30, value=state.threshold, step=1, label="ID threshold (Challenge 25: ask anyone who looks under 25)", elem_id="threshold")
             estimate = gr.Button("Estimate age", variant="primary", elem_id="estimate")
-            example_set = gr.Examples(examples=examples, inputs=photo, label="Example photos") if examples else None
         with gr.Column(scale=1):
             annotated = gr.Image(label="Result", elem_id="annotated", interactive=False, height=360, format="jpeg")
             summary = gr.Markdown(elem_id="verdict")
-            table = gr.Dataframe(headers=TABLE_HEADERS, datatype=["number", "number", "number", "str", "number"],
+            table = gr.Dataframe(headers=TABLE_HEADERS, datatype=["number", "number", "number", "str"],
                                  label="Faces", interactive=False, elem_id="faces_table")
-            with gr.Accordion("Result as JSON (what the API returns)", open=False):
+            with gr.Accordion("Details: detection scores and the full result (what the API returns)", open=False,
+                              elem_id="details"):
                 raw = gr.JSON(elem_id="raw_json")
     with gr.Accordion("Is an estimate wrong? Tell us the real age", open=False, elem_id="correction_panel"):
         with gr.Row():
@@ -269,6 +282,16 @@ def _build_photo_panel(state: AppState, examples: list[str]) -> None:
     # Parameter names below are the API's parameter names (gradio_client, /gradio_api/info).
     def on_predict(photo: str | None, threshold: float):
         return predict_photo(state, photo, threshold)
+
+    with photo_column:
+        # A click on an example shows its result at once: computed on first use, then served from
+        # Gradio's example cache (GRADIO_EXAMPLES_CACHE, inside this server's private folder).
+        # Shown at the default threshold, and the slider is put back to it so the two always agree.
+        example_set = gr.Examples(
+            examples=examples, inputs=photo, outputs=[annotated, summary, table, raw, threshold],
+            fn=lambda photo: (*predict_photo(state, photo, state.threshold), state.threshold),
+            cache_examples=True, cache_mode="lazy", run_on_click=True, label="Example photos: click one to see the result",
+        ) if examples and state.predictor is not None else None
 
     def on_report(photo: str | None, face_number: float | None, real_age: float | None, consent: bool, note: str,
                   photo_source: str | None, request: gr.Request):

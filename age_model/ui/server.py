@@ -22,7 +22,7 @@ from fastapi.responses import JSONResponse, RedirectResponse  # noqa: E402
 
 from age_model.ui.guard import GuardMiddleware, GuardPolicy  # noqa: E402
 
-from age_model.ui.predict import build_predict_tab  # noqa: E402
+from age_model.ui.predict import VERDICT_CSS, build_predict_tab  # noqa: E402
 from age_model.ui.state import REPO_ROOT, AppState  # noqa: E402
 
 logger = logging.getLogger(__name__)
@@ -123,6 +123,8 @@ def private_upload_folder() -> Path:
     if not os.environ.get("GRADIO_TEMP_DIR"):
         os.environ["GRADIO_TEMP_DIR"] = tempfile.mkdtemp(prefix="agecheck-uploads-")
         os.environ["AGECHECK_OWNS_TEMP_DIR"] = os.environ["GRADIO_TEMP_DIR"]
+    # The clickable examples' cached results (else ./.gradio/cached_examples in whatever folder the app runs in).
+    os.environ.setdefault("GRADIO_EXAMPLES_CACHE", str(Path(os.environ["GRADIO_TEMP_DIR"]) / "cached-examples"))
     return Path(os.environ["GRADIO_TEMP_DIR"])
 
 
@@ -181,7 +183,7 @@ def create_app(options: ServerOptions, state: AppState | None = None) -> FastAPI
     app = gr.mount_gradio_app(app, annotator_app, path="/annotate", auth=auth,
                               auth_message="agecheck annotators: log in with the name and password you were given.",
                               head=ANNOTATE_HEAD, css=ANNOTATE_CSS, **common)
-    app = gr.mount_gradio_app(app, demo, path="/", **common)
+    app = gr.mount_gradio_app(app, demo, path="/", css=VERDICT_CSS, **common)
     for blocks in (annotator_app, demo):
         seal(blocks)
     app.add_middleware(GuardMiddleware, policy=options.guard)
