@@ -22,7 +22,7 @@ from typing import Sequence
 
 import torch
 
-from age_model.modeling import WEIGHT_FILES, load_age_model
+from age_model.modeling import WEIGHT_FILES, drop_identity_squeeze_excite, load_age_model
 
 logger = logging.getLogger(__name__)
 
@@ -68,6 +68,9 @@ def export_onnx(model_dir: str | Path, output: str | Path | None = None, opset: 
     if digest is None:
         raise FileNotFoundError(f"{folder} has no weights ({', '.join(WEIGHT_FILES)}): nothing to export.")
     model, _, settings = load_age_model(str(folder), "cpu")
+    dropped = drop_identity_squeeze_excite(model)  # exact identities: same logits, fewer operations
+    if dropped:
+        logger.info("left out %d squeeze-excite layers that multiply by exactly 1", dropped)
     size = int(settings.image_size)
     example = torch.zeros(2, 3, size, size)
     target = Path(output) if output else folder / ONNX_FILE

@@ -134,6 +134,28 @@ def freeze_identity_squeeze_excite(model: torch.nn.Module) -> int:
     return frozen
 
 
+def drop_identity_squeeze_excite(model: torch.nn.Module) -> int:
+    """Replace every squeeze-excite layer that multiplies by exactly 1.0 with ``nn.Identity``, for serving.
+
+    EfficientNet-Lite's shared checkpoints carry squeeze-excite layers with zero weights and a bias of
+    50: sigmoid(50) is 1.0 in float32, so each one costs a pooling, two convolutions and a full-size
+    multiplication to give back its input. Only layers where that holds exactly are replaced: the
+    outputs stay the same bit for bit. Returns how many were replaced. Never call it before training.
+    """
+    replaced = 0
+    for name, module in list(model.named_modules()):
+        expand = getattr(module, "expand", None)
+        if not (name.endswith("squeeze_excite") and isinstance(expand, torch.nn.Conv2d) and expand.bias is not None):
+            continue
+        with torch.no_grad():
+            identity = not expand.weight.any() and bool((torch.sigmoid(expand.bias.float()) == 1.0).all())
+        if identity:
+            parent, _, child = name.rpartition(".")
+            setattr(model.get_submodule(parent), child, torch.nn.Identity())
+            replaced += 1
+    return replaced
+
+
 def head_parameter_names(model: PreTrainedModel) -> set[str]:
     """Names of the freshly initialised output layer(s): what stays trainable while the backbone is frozen."""
     names = set()

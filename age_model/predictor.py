@@ -30,7 +30,13 @@ from age_model.faces import (
     detect_faces,
     load_image,
 )
-from age_model.modeling import AgeSettings, calibrated_spread, load_age_model, outputs_to_age
+from age_model.modeling import (
+    AgeSettings,
+    calibrated_spread,
+    drop_identity_squeeze_excite,
+    load_age_model,
+    outputs_to_age,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -104,6 +110,7 @@ class TorchRunner:
 
     def __init__(self, model: torch.nn.Module, device: torch.device) -> None:
         self.device = device
+        drop_identity_squeeze_excite(model)  # exact identities (EfficientNet-Lite): same outputs, less work
         # channels_last: measured faster for the EfficientNets on CPU (shared/weights/README.txt)
         self.model = model.to(memory_format=torch.channels_last) if device.type == "cpu" else model
 

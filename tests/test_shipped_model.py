@@ -67,3 +67,18 @@ def test_plain_transformers_pipeline_gives_the_age_on_a_crop(shipped, fixture_di
     age = sum(int(s["label"]) * s["score"] for s in scores)
     ours = shipped.predict_crops(crops[:1])[0][0]
     assert abs(age - ours) < 1.5  # the same model; only agecheck's flip TTA differs
+
+
+def test_shipped_onnx_gives_the_torch_logits(shipped):
+    """The exported graph (identity squeeze-excite layers left out) against the torch model as loaded."""
+    import numpy as np
+    import torch
+
+    from age_model.modeling import drop_identity_squeeze_excite, load_age_model
+
+    model, _, settings = load_age_model(str(DEFAULT_MODEL))
+    pixels = np.random.default_rng(0).normal(size=(3, 3, settings.image_size, settings.image_size)).astype(np.float32)
+    with torch.inference_mode():
+        untouched = model(pixel_values=torch.from_numpy(pixels)).logits.numpy()
+    assert drop_identity_squeeze_excite(model) == 16  # EfficientNet-Lite0's 16 blocks, each an exact identity
+    assert np.abs(shipped.logits(pixels) - untouched).max() <= 1e-4
