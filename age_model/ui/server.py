@@ -83,16 +83,23 @@ def build_annotator_app(state: AppState, options: ServerOptions) -> gr.Blocks:
 def warm_up(state: AppState, examples: list[str]) -> float:
     """Run one photo through the whole Predict path before the first visitor does (seconds taken).
 
-    The first call pays for ONNX Runtime's first run, the detector, the font and the JPEG encoder:
-    several seconds that the first user would otherwise wait. Nothing is kept from it.
+    The first call pays for ONNX Runtime's first run, the detector, the font, the JPEG encoder and
+    Gradio's own first-event imports: time the first user would otherwise wait. Nothing is kept from it.
     """
     from PIL import Image
 
     from age_model.ui.predict import predict_photo
 
-    if state.predictor is None:
-        return 0.0
     start = time.perf_counter()
+    try:  # Gradio's first event switches matplotlib's backend, importing pyplot: ~0.4 s of the first request
+        from gradio.utils import MatplotlibBackendMananger
+
+        with MatplotlibBackendMananger():
+            pass
+    except (ImportError, AttributeError):  # another Gradio version: the first request pays, nothing breaks
+        pass
+    if state.predictor is None:
+        return time.perf_counter() - start
     folder = Path(tempfile.mkdtemp(prefix="agecheck-warmup-"))
     try:
         photo = examples[0] if examples else str(folder / "gray.png")
