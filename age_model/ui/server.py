@@ -130,13 +130,19 @@ def private_upload_folder() -> Path:
     if not os.environ.get("GRADIO_TEMP_DIR"):
         os.environ["GRADIO_TEMP_DIR"] = tempfile.mkdtemp(prefix="agecheck-uploads-")
         os.environ["AGECHECK_OWNS_TEMP_DIR"] = os.environ["GRADIO_TEMP_DIR"]
-    # The clickable examples' cached results (else ./.gradio/cached_examples in whatever folder the app runs in).
-    os.environ.setdefault("GRADIO_EXAMPLES_CACHE", str(Path(os.environ["GRADIO_TEMP_DIR"]) / "cached-examples"))
+    # The clickable examples' cached results: a fresh folder per process (else ./.gradio/cached_examples,
+    # which a restart with another model would serve stale), removed when `serve` stops.
+    if not os.environ.get("GRADIO_EXAMPLES_CACHE"):
+        os.environ["GRADIO_EXAMPLES_CACHE"] = tempfile.mkdtemp(prefix="cached-examples-", dir=os.environ["GRADIO_TEMP_DIR"])
+        os.environ["AGECHECK_OWNS_EXAMPLES_CACHE"] = os.environ["GRADIO_EXAMPLES_CACHE"]
     return Path(os.environ["GRADIO_TEMP_DIR"])
 
 
 def remove_upload_folder() -> None:
     """Delete this process's uploads folder, if agecheck made it (never a folder the user chose)."""
+    examples = os.environ.get("AGECHECK_OWNS_EXAMPLES_CACHE")
+    if examples and examples == os.environ.get("GRADIO_EXAMPLES_CACHE"):
+        shutil.rmtree(examples, ignore_errors=True)
     owned = os.environ.get("AGECHECK_OWNS_TEMP_DIR")
     if owned and owned == os.environ.get("GRADIO_TEMP_DIR"):
         shutil.rmtree(owned, ignore_errors=True)
