@@ -244,3 +244,12 @@ def test_cli_help_lists_the_server_options():
     assert result.returncode == 0, result.stderr
     for option in ("--host", "--port", "--annotators", "--queue-size", "--model", "--store", "--max-file-size"):
         assert option in result.stdout
+
+
+def test_only_the_documented_endpoints_are_public(app_url):
+    """The Live camera stream, the examples' cache and the session state add no public endpoint."""
+    import httpx
+
+    info = httpx.get(app_url[0] + "/gradio_api/info", timeout=30).json()
+    assert sorted(info["named_endpoints"]) == ["/age_groups", "/predict", "/report_age"]
+    assert not info["unnamed_endpoints"]

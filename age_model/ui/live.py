@@ -94,7 +94,7 @@ def build_live_panel(state: AppState) -> None:
                              height=360,
                              format="jpeg")
             status = gr.Markdown(elem_id="live_status")
-    session = gr.State(new_session)
+    session = gr.State(None)  # live_frame starts a session on the first frame (a callable here would be a public endpoint)
 
     def on_frame(frame: np.ndarray | None, threshold: float, session: dict[str, Any]):
         return live_frame(state, frame, threshold, session)
