@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import csv
-import functools
 import json
 import math
 import os
@@ -34,6 +33,10 @@ from typing import TYPE_CHECKING, Any
 import jinja2
 from huggingface_hub import DatasetCard, DatasetCardData, EvalResult, ModelCard, ModelCardData
 
+from age_model.ages import AGE_BANDS, band_label, band_labels, band_of
+from age_model.data import CONFLICT_TOLERANCE, SOURCE_CODES, SPLIT_ALIASES, SPLITS, duplicate_summary
+from age_model.repo_ids import is_repo_id
+
 if TYPE_CHECKING:
     from age_model.modeling import AgeSettings
 
@@ -42,11 +45,8 @@ CARDS_DIR = REPO_ROOT / "data_cards"
 TEMPLATES_DIR = CARDS_DIR / "templates"
 SHARED_DIR = Path(os.environ.get("AGECHECK_SHARED", REPO_ROOT.parent / "shared"))
 
-SPLIT_ALIASES = {"train": "train", "valid": "validation", "val": "validation", "validation": "validation", "test": "test"}
-SPLIT_ORDER = ("train", "validation", "test")
 # Hub licence ids we may write as-is; anything else becomes `license: other` plus a license_name.
 HUB_LICENSES = {"apache-2.0", "mit", "cc0-1.0", "cc-by-4.0", "cc-by-sa-4.0", "cc-by-nc-4.0", "cc-by-nc-sa-4.0", "cc-by-nc-nd-4.0", "openrail", "unknown"}
-HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 
 
 @dataclass(frozen=True)
@@ -76,26 +76,6 @@ def read_labels(path: Path) -> list[dict[str, str]]:
 def split_name(raw: str | None) -> str:
     """Hub split names (train/validation/test) for the CSVs' train/valid/test."""
     return SPLIT_ALIASES.get((raw or "").strip().lower(), (raw or "all").strip().lower())
-
-
-@functools.cache
-def metric_bands() -> tuple[tuple[str, float, float], ...]:
-    """The age bands the metric module reports MAE for (key suffix, low, high), so cards and metrics agree.
-
-    Imported on first use: the metric module pulls in `evaluate`, which a card renderer rarely needs.
-    """
-    from age_model.metrics.age_error.age_error import AGE_BANDS
-
-    return tuple(AGE_BANDS)
-
-
-def band_labels() -> list[str]:
-    """Readable band names in order; the Challenge-25 question lives at the 18 and 25 edges."""
-    return [band_label(name) for name, _, _ in metric_bands()]
-
-
-def band_of(age: float) -> str:
-    return next(band_label(name) for name, low, high in metric_bands() if low <= age < high)
 
 
 def decade_of(age: float) -> str:
@@ -153,7 +133,7 @@ def label_summary(rows: list[dict[str, str]], age_column: str = "real_age") -> d
     by_split: dict[str, list[float]] = {}
     for row in rows:
         by_split.setdefault(split_name(row.get("split")), []).append(float(row[age_column]))
-    by_split = {s: by_split[s] for s in [*SPLIT_ORDER, *sorted(by_split)] if s in by_split}
+    by_split = {s: by_split[s] for s in [*SPLITS, *sorted(by_split)] if s in by_split}
     ages = [a for split_ages in by_split.values() for a in split_ages]
     decades = distribution(by_split, decade_of, decade_order(ages))
     largest = max(decades, key=lambda row: row["count"])
@@ -195,30 +175,26 @@ def appa_real_extra(rows: list[dict[str, str]]) -> dict[str, Any]:
     }
 
 
-UTK_GENDERS = {"0": "male", "1": "female"}
-UTK_RACES = {"0": "White", "1": "Black", "2": "Asian", "3": "Indian", "4": "Others"}
+def attribute_counts(rows: list[dict[str, str]], source: str) -> dict[str, list[dict[str, Any]]]:
+    """Per attribute the source codes (``data.SOURCE_CODES``): how many rows carry each value, and their share."""
+    n = max(len(rows), 1)
+    out = {}
+    for column, names in SOURCE_CODES[source].items():
+        counts = Counter(r.get(column, "") for r in rows)
+        out[column] = [{"label": name, "count": counts.get(code, 0), "share": counts.get(code, 0) / n} for code, name in names.items()]
+    return out
 
 
 def utkface_extra(rows: list[dict[str, str]]) -> dict[str, Any]:
     """The file-name attributes (gender, race) that show who is in the data and who is missing."""
-    n = max(len(rows), 1)
-
-    def counted(column: str, names: dict[str, str]) -> list[dict[str, Any]]:
-        counts = Counter(r.get(column, "") for r in rows)
-        return [{"label": name, "count": counts.get(code, 0), "share": counts.get(code, 0) / n} for code, name in names.items()]
-
-    return {"genders": counted("gender", UTK_GENDERS), "races": counted("race", UTK_RACES),
+    counts = attribute_counts(rows, "utkface")
+    return {"genders": counts["gender"], "races": counts["race"],
             "race_missing": sum(1 for r in rows if not (r.get("race") or "").strip())}
-
-
-AAF_GENDERS = {"0": "female", "1": "male"}
 
 
 def aaf_extra(rows: list[dict[str, str]]) -> dict[str, Any]:
     """AAF's one attribute besides age: gender (0 female, 1 male in its own annotation files)."""
-    n = max(len(rows), 1)
-    counts = Counter(r.get("gender", "") for r in rows)
-    return {"genders": [{"label": name, "count": counts.get(code, 0), "share": counts.get(code, 0) / n} for code, name in AAF_GENDERS.items()]}
+    return {"genders": attribute_counts(rows, "aaf")["gender"]}
 
 
 def duplicate_facts(labels: Path, rows: list[dict[str, str]], image_column: str = "file_name", age_column: str = "real_age") -> dict[str, Any] | None:
@@ -227,8 +203,6 @@ def duplicate_facts(labels: Path, rows: list[dict[str, str]], image_column: str 
     images = Path(labels).parent / "images"
     if not images.is_dir() or not rows:
         return None
-    from age_model.data import CONFLICT_TOLERANCE, duplicate_summary
-
     table = [{"image": str(images / r[image_column]), "age": float(r[age_column]), "split": split_name(r.get("split"))} for r in rows]
     return duplicate_summary(table, CONFLICT_TOLERANCE)
 
@@ -313,11 +287,6 @@ def slug(text: str) -> str:
     return re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-")[:64] or "custom"
 
 
-def is_hub_id(value: str | None) -> bool:
-    """True for `org/name`; False for local folders (which must not end up in Hub metadata)."""
-    return bool(value) and bool(HUB_ID.match(str(value))) and not Path(str(value)).exists()
-
-
 def display_path(value: str) -> str:
     """A path safe to publish: relative paths as given, absolute ones cut to their last two parts."""
     path = Path(value)
@@ -355,15 +324,6 @@ def render_dataset_card(name: str, labels: Path) -> DatasetCard:
 # ---------------------------------------------------------------- model card
 
 
-def band_label(suffix: str) -> str:
-    """Metric key suffix to band label: under13 -> 'under 13', 13_17 -> '13-17', 65plus -> '65+'."""
-    if suffix.startswith("under"):
-        return f"under {suffix[5:]}"
-    if suffix.endswith("plus"):
-        return f"{suffix[:-4]}+"
-    return suffix.replace("_", "-")
-
-
 def split_metrics(metrics: Mapping[str, Any], prefix: str) -> dict[str, float]:
     """`test_mae` -> `mae` for one prefix; non-numeric and non-finite entries (empty bands are NaN) are dropped."""
     return {
@@ -376,7 +336,7 @@ def band_rows(metrics: Mapping[str, float]) -> list[dict[str, Any]]:
     """MAE per age band, in band order, for the bands the metrics hold."""
     return [
         {"label": band_label(name), "mae": metrics[f"mae_{name}"]}
-        for name, _, _ in metric_bands() if f"mae_{name}" in metrics
+        for name, _, _ in AGE_BANDS if f"mae_{name}" in metrics
     ]
 
 
@@ -419,7 +379,7 @@ def base_model_facts(settings: AgeSettings, data_summary: Mapping[str, Any]) -> 
         from age_model.modeling import is_config_only
 
         from_scratch = is_config_only(base)
-    return {"base": display_path(base) if base else "", "hub_base": base if is_hub_id(base) and not from_scratch else None, "from_scratch": bool(from_scratch)}
+    return {"base": display_path(base) if base else "", "hub_base": base if is_repo_id(base) and not from_scratch else None, "from_scratch": bool(from_scratch)}
 
 
 def known_dataset(name: str) -> KnownDataset | None:
@@ -435,7 +395,7 @@ def dataset_facts(data_summary: Mapping[str, Any]) -> dict[str, Any]:
         return _several_sources_facts(data_summary, sources)
     name = str(data_summary.get("name") or "unknown")
     known = known_dataset(name)
-    hub_id = data_summary.get("hub_id") or (data_summary.get("source") if is_hub_id(data_summary.get("source")) else None)
+    hub_id = data_summary.get("hub_id") or (data_summary.get("source") if is_repo_id(data_summary.get("source")) else None)
     license_text = data_summary.get("license")
     return {
         "name": name, "known": known, "hub_id": hub_id,

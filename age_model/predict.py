@@ -14,6 +14,8 @@ import sys
 from pathlib import Path
 from typing import Sequence, TextIO
 
+from age_model.repo_ids import is_repo_id
+
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_MODEL = REPO_ROOT / "models" / "agecheck-default"
 EXIT_OK, EXIT_ALL_FAILED, EXIT_USAGE = 0, 1, 2
@@ -79,7 +81,7 @@ def load_predictor(args: argparse.Namespace):  # -> AgePredictor, imported lazil
         torch.set_num_threads(args.threads)
         cv2.setNumThreads(args.threads)
     model = args.model or default_model()
-    if not Path(model).expanduser().exists() and not _looks_like_hub_id(model, explicit=args.model is not None):
+    if not Path(model).expanduser().exists() and not (args.model is not None and is_repo_id(model)):
         raise SystemExit(_no_model_message(model, explicit=args.model is not None))
     threshold = DEFAULT_SCORE_THRESHOLD if args.threshold is None else args.threshold
     try:
@@ -87,11 +89,6 @@ def load_predictor(args: argparse.Namespace):  # -> AgePredictor, imported lazil
                             score_threshold=threshold)
     except OSError as error:
         raise SystemExit(f"error: {error}") from error
-
-
-def _looks_like_hub_id(model: str, explicit: bool) -> bool:
-    """``owner/name`` given on purpose; a missing local-looking path is reported as missing instead."""
-    return explicit and model.count("/") == 1 and not model.startswith((".", "/", "~"))
 
 
 def _no_model_message(model: str, explicit: bool) -> str:

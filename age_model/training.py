@@ -34,7 +34,7 @@ from age_model.metrics import load_age_error
 from age_model.metrics.age_error.age_error import age_errors
 from age_model.modeling import (
     HEADS,
-    MAX_AGE,
+    BINS_MAX_AGE,
     AgeSettings,
     build_age_model,
     fit_calibration,
@@ -102,7 +102,7 @@ class ModelArguments:
     """Which backbone, which head, and the preprocessing that is saved with the model."""
 
     base_model: str = field(default="microsoft/resnet-50", metadata={"help": "Hub id or local folder of any image-classification checkpoint. A folder with a config and no weights builds the model from scratch."})
-    head: str = field(default="regression", metadata={"help": f"Output head: {', '.join(HEADS)} (regression: one output; gaussian: age and its variance; bins: softmax expectation over ages 0-{MAX_AGE})."})
+    head: str = field(default="regression", metadata={"help": f"Output head: {', '.join(HEADS)} (regression: one output; gaussian: age and its variance; bins: softmax expectation over ages 0-{BINS_MAX_AGE})."})
     loss: str = field(default="l1", metadata={"help": "Loss of the regression head: l1, mse or huber."})
     label_sigma: float = field(default=2.0, metadata={"help": "Width in years of the label distribution that the bins head learns."})
     image_size: int = field(default=224, metadata={"help": "Side of the square model input in pixels (use multiples of 32; 160 trains ~2x faster on CPU)."})

@@ -127,7 +127,7 @@ def test_helpers() -> None:
     assert cards.size_category(7591) == "1K<n<10K" and cards.size_category(12) == "n<1K"
     assert cards.age_stats([1, 2, 4, 9]) == {"n": 4, "min": 1, "median": 3.0, "max": 9, "mean": 4.0}
     assert cards.age_band_counts([5, 17, 18, 24, 25, 70])["18-24"] == 2
-    assert cards.is_hub_id("google/efficientnet-b0") and not cards.is_hub_id("../shared/weights/x")
+    assert cards.is_repo_id("google/efficientnet-b0") and not cards.is_repo_id("../shared/weights/x")
     assert cards.known_dataset("appa-real-release").name == "appa-real" and cards.known_dataset("UTKFace").name == "utkface"
     assert cards.known_dataset("fixture") is None
 
