@@ -88,7 +88,8 @@ def test_help_explains_the_options(capsys):
     with pytest.raises(SystemExit):
         train.main(["--help"])
     text = capsys.readouterr().out
-    for option in ("--data", "--base_model", "--head", "--image_size", "--freeze_backbone_epochs", "--feedback", "--push_to_hub"):
+    for option in ("--data", "--base-model", "--head", "--image-size", "--freeze-backbone-epochs", "--feedback", "--push-to-hub",
+                   "--max-eval-samples", "--help-all"):
         assert option in text
 
 
