@@ -144,6 +144,9 @@ class AgeTrainingArguments(TrainingArguments):
 
     def __post_init__(self) -> None:
         self.fp16, self.bf16 = resolve_precision(self.fp16, self.bf16)
+        if int(os.environ.get("WORLD_SIZE", "1")) > 1 and not torch.cuda.is_available() and not self.use_cpu:
+            # torchrun on CPUs: without this, accelerate leaves every process a separate run of its own
+            self.use_cpu, self.ddp_backend = True, self.ddp_backend or "gloo"
         super().__post_init__()
 
 
