@@ -411,7 +411,7 @@ def model_index(test: Mapping[str, float], validation: Mapping[str, float], data
 HYPERPARAMETER_LABELS = (
     ("learning_rate", "peak learning rate"), ("lr_scheduler_type", "schedule"), ("warmup_steps", "warm-up (steps, or share)"),
     ("optimizer", "optimizer"), ("weight_decay", "weight decay"), ("batch_size", "batch size per device"),
-    ("gradient_accumulation_steps", "gradient accumulation"), ("processes", "processes (GPUs)"),
+    ("gradient_accumulation_steps", "gradient accumulation"), ("processes", "processes (one per GPU)"),
     ("total_batch_size", "total batch size"), ("epochs", "epochs asked"), ("max_steps", "max steps"),
     ("steps_trained", "steps trained"), ("epochs_trained", "epochs trained"), ("precision", "precision"),
     ("seed", "seed"), ("balance", "sampling balance"), ("max_train_samples", "training images cap"),
@@ -427,7 +427,9 @@ def hyperparameter_rows(hyperparameters: Mapping[str, Any]) -> list[tuple[str, A
     rows = [(label, hyperparameters[key]) for key, label in HYPERPARAMETER_LABELS if hyperparameters.get(key) is not None]
     if hyperparameters.get("max_steps", -1) in (-1, 0):
         rows = [row for row in rows if row[0] != "max steps"]
-    return rows + [(label, model[key]) for key, label in MODEL_HYPERPARAMETERS if model.get(key) is not None]
+    head_only = {"loss": "regression", "label_sigma": "bins"}  # options that only one head reads
+    return rows + [(label, model[key]) for key, label in MODEL_HYPERPARAMETERS
+                   if model.get(key) is not None and head_only.get(key, model.get("head")) == model.get("head")]
 
 
 def smoke_facts(hyperparameters: Mapping[str, Any]) -> dict[str, Any]:
