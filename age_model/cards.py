@@ -36,13 +36,14 @@ from huggingface_hub import DatasetCard, DatasetCardData, EvalResult, ModelCard,
 from age_model.ages import AGE_BANDS, band_label, band_labels, band_of
 from age_model.data import CONFLICT_TOLERANCE, SOURCE_CODES, SPLIT_ALIASES, SPLITS, duplicate_summary
 from age_model.repo_ids import is_repo_id
+from age_model.resources import CARD_TEMPLATES_DIR as TEMPLATES_DIR
+from age_model.resources import REPO_ROOT
 
 if TYPE_CHECKING:
     from age_model.modeling import AgeSettings
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
-CARDS_DIR = REPO_ROOT / "data_cards"
-TEMPLATES_DIR = CARDS_DIR / "templates"
+
+CARDS_DIR = REPO_ROOT / "data_cards"  # the committed data cards (a clone only)
 SHARED_DIR = Path(os.environ.get("AGECHECK_SHARED", REPO_ROOT.parent / "shared"))
 
 # Hub licence ids we may write as-is; anything else becomes `license: other` plus a license_name.
@@ -366,6 +367,37 @@ def model_index(test: Mapping[str, float], validation: Mapping[str, float], data
     return results
 
 
+HYPERPARAMETER_LABELS = (
+    ("learning_rate", "peak learning rate"), ("lr_scheduler_type", "schedule"), ("warmup_steps", "warm-up (steps, or share)"),
+    ("optimizer", "optimizer"), ("weight_decay", "weight decay"), ("batch_size", "batch size per device"),
+    ("gradient_accumulation_steps", "gradient accumulation"), ("processes", "processes (one per GPU)"),
+    ("total_batch_size", "total batch size"), ("epochs", "epochs asked"), ("max_steps", "max steps"),
+    ("steps_trained", "steps trained"), ("epochs_trained", "epochs trained"), ("precision", "precision"),
+    ("seed", "seed"), ("balance", "sampling balance"), ("max_train_samples", "training images cap"),
+    ("max_eval_samples", "validation/test images cap"),
+)
+MODEL_HYPERPARAMETERS = (("loss", "loss (regression head)"), ("label_sigma", "label sigma (bins head)"),
+                         ("freeze_backbone_epochs", "head-only epochs first"), ("augment", "augmentation"))
+
+
+def hyperparameter_rows(hyperparameters: Mapping[str, Any]) -> list[tuple[str, Any]]:
+    """(label, value) for the card's training table, in a fixed order; options the run did not record are left out."""
+    model = mapping(hyperparameters.get("model"))
+    rows = [(label, hyperparameters[key]) for key, label in HYPERPARAMETER_LABELS if hyperparameters.get(key) is not None]
+    if hyperparameters.get("max_steps", -1) in (-1, 0):
+        rows = [row for row in rows if row[0] != "max steps"]
+    head_only = {"loss": "regression", "label_sigma": "bins"}  # options that only one head reads
+    return rows + [(label, model[key]) for key, label in MODEL_HYPERPARAMETERS
+                   if model.get(key) is not None and head_only.get(key, model.get("head")) == model.get("head")]
+
+
+def smoke_facts(hyperparameters: Mapping[str, Any]) -> dict[str, Any]:
+    """What made a run a smoke run, for the warning at the top of its card."""
+    return {"steps": hyperparameters.get("steps_trained"), "epochs": hyperparameters.get("epochs_trained"),
+            "train_images": hyperparameters.get("train_images"), "max_train_samples": hyperparameters.get("max_train_samples"),
+            "max_eval_samples": hyperparameters.get("max_eval_samples")}
+
+
 def read_config(run_dir: Path) -> dict[str, Any]:
     path = Path(run_dir) / "config.json"
     return json.loads(path.read_text(encoding="utf-8")) if path.exists() else {}
@@ -442,9 +474,13 @@ def render_model_card(
     settings: AgeSettings,
     data_summary: dict,
     hub_model_id: str | None = None,
+    hyperparameters: Mapping[str, Any] | None = None,
 ) -> ModelCard:
-    """The model card of a trained run: metrics into `model-index`, framing, head, intended use and limits."""
+    """The model card of a trained run: metrics into `model-index`, framing, head, training procedure, intended use
+    and limits. ``hyperparameters`` is what train.py writes to training_options.json (a smoke run is labelled)."""
     data_summary = data_summary or {}
+    hyperparameters = dict(hyperparameters or {})
+    smoke = bool(hyperparameters.get("smoke_run"))
     test, validation = split_metrics(metrics, "test_"), split_metrics(metrics, "eval_")
     data, base = dataset_facts(data_summary), base_model_facts(settings, data_summary)
     model_name = hub_model_id or Path(run_dir).name
@@ -455,7 +491,7 @@ def render_model_card(
         datasets=datasets or None,
         library_name="transformers",
         pipeline_tag="image-classification",
-        tags=["age-estimation", "regression", "faces", "agecheck", f"head-{settings.head}"],
+        tags=["age-estimation", "regression", "faces", "agecheck", f"head-{settings.head}", *(["smoke-run"] if smoke else [])],
         metrics=["mae"],
         eval_results=model_index(test, validation, data["hub_id"] or data["name"], data["pretty_name"]) or None,
         **data["license_fields"],
@@ -470,6 +506,7 @@ def render_model_card(
         age_stats={split_name(k): v for k, v in (data_summary.get("age_stats") or {}).items()},
         age_bands=data_summary.get("age_bands") or {}, feedback=data_summary.get("feedback"),
         test=test, validation=validation, metric_rows=metric_rows(test, validation), bands=bands, worst=sorted(bands, key=lambda r: -r["mae"])[:2],
+        hyperparameters=hyperparameter_rows(hyperparameters), smoke=smoke_facts(hyperparameters) if smoke else None,
         per_source=source_rows(metrics, data.get("sources") and [d["name"] for d in data["sources"]] or [],
                                data_summary.get("splits_by_source")),
     )
@@ -497,7 +534,8 @@ def model_card_for_run(run_dir: Path, hub_model_id: str | None = None) -> ModelC
     from age_model.modeling import AgeSettings
 
     settings = AgeSettings.from_config(SimpleNamespace(agecheck=read_config(run_dir).get("agecheck")))
-    return render_model_card(Path(run_dir), run_metrics(run_dir), settings, load_json(Path(run_dir) / "data_summary.json"), hub_model_id)
+    return render_model_card(Path(run_dir), run_metrics(run_dir), settings, load_json(Path(run_dir) / "data_summary.json"), hub_model_id,
+                             hyperparameters=load_json(Path(run_dir) / "training_options.json"))
 
 
 # ---------------------------------------------------------------- feedback card

@@ -15,14 +15,13 @@ from pathlib import Path
 from typing import Sequence, TextIO
 
 from age_model.repo_ids import is_repo_id
+from age_model.resources import DEFAULT_MODEL
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
-DEFAULT_MODEL = REPO_ROOT / "models" / "agecheck-default"
 EXIT_OK, EXIT_ALL_FAILED, EXIT_USAGE = 0, 1, 2
 
 
 def default_model() -> str:
-    """$AGE_MODEL if set, else the repo's models/agecheck-default."""
+    """$AGE_MODEL if set, else the shipped models/agecheck-default (in the clone or the installed package)."""
     return os.environ.get("AGE_MODEL") or str(DEFAULT_MODEL)
 
 
@@ -39,8 +38,8 @@ def build_parser() -> argparse.ArgumentParser:
                         help="image files (JPEG, PNG, WebP, GIF, BMP, TIFF); with --bands also folders, zips of "
                              "photos and videos (MP4, MOV, AVI, MKV, WebM)")
     parser.add_argument("--model", default=None,
-                        help=f"model folder written by train.py or a Hugging Face Hub id "
-                             f"(default: $AGE_MODEL, else {DEFAULT_MODEL.relative_to(REPO_ROOT)})")
+                        help="model folder written by train.py or a Hugging Face Hub id "
+                             "(default: $AGE_MODEL, else the shipped agecheck-default)")
     parser.add_argument("--json", action="store_true", help="print one JSON object per photo and line")
     parser.add_argument("--tta", action=argparse.BooleanOptionalAction, default=True,
                         help="average each face with its mirror image (slower, a little more accurate; default on)")

@@ -23,11 +23,11 @@ from fastapi.responses import JSONResponse, RedirectResponse  # noqa: E402
 from age_model.ui.guard import GuardMiddleware, GuardPolicy  # noqa: E402
 
 from age_model.ui.predict import build_predict_tab  # noqa: E402
-from age_model.ui.state import REPO_ROOT, AppState  # noqa: E402
+from age_model.resources import EXAMPLES_DIR  # noqa: E402
+from age_model.ui.state import AppState  # noqa: E402
 
 logger = logging.getLogger(__name__)
 
-EXAMPLES_DIR = REPO_ROOT / "examples"
 TITLE = "agecheck: how old does this face look?"
 
 
@@ -42,6 +42,7 @@ class ServerOptions:
     threshold: float = 25.0
     annotators: dict[str, str] = field(default_factory=dict)  # user -> password
     annotators_file: str | None = None  # where they were read from: never served
+    hf_annotators: tuple[str, ...] = ()  # Hugging Face user names allowed through a Space's OAuth sign-in
     review: str | None = None
     examples: str | None = None
     queue_size: int = 32

@@ -14,8 +14,7 @@ from age_model.ui.errors import user_error
 
 logger = logging.getLogger(__name__)
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
-DEFAULT_MODEL = REPO_ROOT / "models" / "agecheck-default"
+from age_model.resources import DEFAULT_MODEL, REPO_ROOT  # noqa: F401  (REPO_ROOT: older imports)
 DEFAULT_STORE = "sqlite:///feedback_data/feedback.db"
 
 HOW_TO_GET_A_MODEL = (
