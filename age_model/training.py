@@ -272,7 +272,7 @@ def crop_once(dataset: DatasetDict, settings: AgeSettings, training_args: Traini
 
 def _remove_shared_crops(trainer: Trainer, output_dir: Path) -> None:
     """Delete the crops `crop_once` shared, once every rank is done with them."""
-    if (output_dir / SHARED_CROPS).exists():
+    if trainer.args.world_size > 1:  # every rank reaches the barrier, whatever it sees on disk
         trainer.accelerator.wait_for_everyone()
         if trainer.is_world_process_zero():
             shutil.rmtree(output_dir / SHARED_CROPS, ignore_errors=True)
