@@ -121,6 +121,13 @@ def hf_annotators(names: str | None) -> tuple[str, ...]:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    if args.hf_annotators:
+        from age_model.ui.hf_login import HfLoginError, check_available
+
+        try:
+            check_available()
+        except HfLoginError as error:
+            raise SystemExit(f"agecheck-app: {error}") from None
     logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.INFO)
     if args.threads:
         import torch

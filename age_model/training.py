@@ -272,7 +272,7 @@ def crop_once(dataset: DatasetDict, settings: AgeSettings, training_args: Traini
 
 def _remove_shared_crops(trainer: Trainer, output_dir: Path) -> None:
     """Delete the crops `crop_once` shared, once every rank is done with them."""
-    if (output_dir / SHARED_CROPS).exists():
+    if trainer.args.world_size > 1:  # every rank reaches the barrier, whatever it sees on disk
         trainer.accelerator.wait_for_everyone()
         if trainer.is_world_process_zero():
             shutil.rmtree(output_dir / SHARED_CROPS, ignore_errors=True)
@@ -455,7 +455,7 @@ def run_training(data_args: DataArguments, model_args: ModelArguments, training_
         dataset, dropped = crop_once(dataset, settings, training_args)
     else:  # ready-made crops: measure the detection crop that reproduces the reference source's framing
         reference = dataset["train"].filter(lambda s: s == source_names[0], input_columns="source")
-        settings = _calibrate_serving_crop(reference, settings)
+        settings = _calibrate_serving_crop(reference, settings, training_args)
         others = [name for name, report in zip(source_names[1:], reports[1:]) if report.faces == "detect" or data_args.reframe == "auto"]
         if others and settings.faces == "detect":  # cut them the way serving will cut a photo of them
             dataset, dropped = crop_once(dataset, settings, training_args, sources=others)
@@ -601,11 +601,18 @@ def _true(split: Any) -> np.ndarray:
     return np.asarray(split.with_format(None).select_columns(["age"])["age"], dtype=float)
 
 
-def _calibrate_serving_crop(train: Any, settings: AgeSettings) -> AgeSettings:
-    """Measure which detection crop reproduces the training crops' framing, and store it with the model."""
-    sample = train.select(range(min(200, len(train))))
-    chips = [image.convert("RGB") for image in sample["image"]]
-    for key, value in calibrate_crop(chips).items():
+def _calibrate_serving_crop(train: Any, settings: AgeSettings, training_args: TrainingArguments) -> AgeSettings:
+    """Measure which detection crop reproduces the training crops' framing, and store it with the model.
+
+    Under DDP the main process measures and sends the result to the other ranks.
+    """
+    found: list[dict[str, Any] | None] = [None]
+    if training_args.process_index == 0:
+        sample = train.select(range(min(200, len(train))))
+        found = [calibrate_crop([image.convert("RGB") for image in sample["image"]])]
+    if training_args.world_size > 1:
+        torch.distributed.broadcast_object_list(found, src=0)
+    for key, value in (found[0] or {}).items():
         if hasattr(settings, key):
             setattr(settings, key, value)
     return settings

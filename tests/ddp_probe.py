@@ -1,7 +1,7 @@
 """Run under torchrun by tests/test_distributed.py: train.py's main, with its outside effects recorded per rank.
 
 Recorded in ``$AGECHECK_PROBE_LOG/rank-N.jsonl``: every file opened for writing under the output
-folder, every face detection, and every call that reaches the Hub's HTTP client boundary
+folder, every face detection and crop calibration, and every call that reaches the Hub's HTTP client boundary
 (``huggingface_hub.HfApi.create_repo`` / ``upload_folder``, answered locally: nothing leaves the machine).
 """
 
@@ -63,6 +63,14 @@ def count_face_detection() -> None:
         return detect(*args, **kwargs)
 
     training.largest_face_crop = detect_and_record
+
+    calibrate = training.calibrate_crop
+
+    def calibrate_and_record(chips, *args, **kwargs):  # noqa: ANN001, ANN002, ANN003, ANN202
+        record("calibrate", chips=len(chips))
+        return calibrate(chips, *args, **kwargs)
+
+    training.calibrate_crop = calibrate_and_record
 
 
 if __name__ == "__main__":

@@ -26,21 +26,24 @@ CARD_AND_METRICS = {"README.md", "test_metrics.json", "eval_metrics.json", "data
                     "config.json"}
 
 
-def split_fixture(fixture_dir: Path, folder: Path) -> Path:
-    """The fixture photos with an explicit 8/4/4 split, so validation and test are shared out over both ranks."""
-    rows = list(csv.DictReader((fixture_dir / "labels.csv").open(encoding="utf-8")))
+def split_fixture(fixture_dir: Path, folder: Path, source: str) -> Path:
+    """One source of the fixture (its 8 images) with an explicit 4/2/2 split, so that validation and test of the
+    two sources together are shared out over both ranks."""
+    rows = [r for r in csv.DictReader((fixture_dir / "labels.csv").open(encoding="utf-8")) if r["source"] == source]
     folder.mkdir()
     with (folder / "labels.csv").open("w", newline="", encoding="utf-8") as handle:
         writer = csv.writer(handle)
         writer.writerow(["file_name", "real_age", "split"])
         for i, row in enumerate(rows):
-            split = "train" if i < 8 else "valid" if i < 12 else "test"
+            split = "train" if i % 4 < 2 else "valid" if i % 4 == 2 else "test"
             writer.writerow([str(fixture_dir / "images" / row["file_name"]), row["real_age"], split])
     return folder
 
 
 def test_torchrun_two_processes_write_and_push_once(tmp_path: Path, fixture_dir: Path):
-    data = split_fixture(fixture_dir, tmp_path / "faces")
+    # UTKFace chips first (the framing reference: crop calibration), FG-NET photos second (re-cut by the detector).
+    chips = split_fixture(fixture_dir, tmp_path / "utk", "utkface")
+    photos = split_fixture(fixture_dir, tmp_path / "fgnet", "fgnet")
     base = make_tiny_model(tmp_path / "base", image_size=32)
     out, log = tmp_path / "run", tmp_path / "log"
     log.mkdir()
@@ -49,7 +52,7 @@ def test_torchrun_two_processes_write_and_push_once(tmp_path: Path, fixture_dir:
     env.pop("CUDA_VISIBLE_DEVICES", None)
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
                str(REPO_ROOT / "tests" / "ddp_probe.py"),
-               "--data", str(data), "--faces", "detect", "--base-model", str(base), "--output-dir", str(out),
+               "--data", str(chips), "--data", str(photos), "--base-model", str(base), "--output-dir", str(out),
                "--image-size", "32", "--per-device-train-batch-size", "2", "--per-device-eval-batch-size", "1",
                "--max-steps", "4", "--eval-strategy", "steps", "--save-strategy", "steps", "--eval-steps", "2",
                "--save-steps", "2", "--logging-steps", "1", "--disable-tqdm", "true", "--seed", "1",
@@ -69,7 +72,9 @@ def test_torchrun_two_processes_write_and_push_once(tmp_path: Path, fixture_dir:
     assert {"README.md", "model.safetensors", "test_metrics.json"} <= set(pushes[0]["files"])
 
     detections = Counter(e["rank"] for e in events if e["kind"] == "detect")
-    assert detections[1] == 0 and detections[0] == 16, detections  # cropped once, by the main process
+    assert detections[1] == 0 and detections[0] == 8, detections  # the photos cropped once, by the main process
+    calibrations = Counter(e["rank"] for e in events if e["kind"] == "calibrate")
+    assert calibrations == Counter({0: 1}), calibrations  # measured once, sent to rank 1
 
     # Validation and test were split over the two ranks; the metrics hold every image, gathered.
     summary = json.loads((out / "data_summary.json").read_text())

@@ -48,5 +48,5 @@ def test_space_front_matter():
     front = yaml.safe_load(README.split("---\n")[1])
     assert front["sdk"] == "gradio" and (REPO_ROOT / front["app_file"]).is_file()
     assert str(front["python_version"]) == "3.11"
-    pinned = re.search(r"^gradio==(\S+)$", (REPO_ROOT / "requirements.txt").read_text(), flags=re.M).group(1)
+    pinned = re.search(r"^gradio(?:\[oauth\])?==(\S+)", (REPO_ROOT / "requirements.txt").read_text(), flags=re.M).group(1)
     assert front["sdk_version"] == pinned
