@@ -26,8 +26,8 @@ from typing import Mapping
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
 
-DEFAULT_STORE = "sqlite:///feedback_data/feedback.db"  # relative to where the app starts
-PERSISTENT_DIR = Path("/data")  # a Hugging Face Space's persistent storage, when the Space has it
+from age_model.feedback.urls import DEFAULT_URL, default_url  # noqa: E402  (after the environment defaults)
+
 ENV_PREFIX = "AGECHECK_"
 # Names other tools already use for an option; AGECHECK_<OPTION> is always read first.
 ENV_ALIASES: dict[str, tuple[str, ...]] = {
@@ -38,13 +38,6 @@ ENV_ALIASES: dict[str, tuple[str, ...]] = {
 }
 # AGECHECK_ANNOTATORS holds the logins themselves ('alice:pw,bob:pw'), so the file option reads another name.
 ENV_NAME_OVERRIDES = {"annotators": "AGECHECK_ANNOTATORS_FILE"}
-
-
-def default_store(persistent_dir: Path = PERSISTENT_DIR) -> str:
-    """The feedback store when none is named: under /data where a Space keeps files across restarts."""
-    if persistent_dir.is_dir() and os.access(persistent_dir, os.W_OK):
-        return f"sqlite:///{persistent_dir / 'agecheck' / 'feedback.db'}"
-    return DEFAULT_STORE
 
 
 def env_names(dest: str) -> tuple[str, ...]:
@@ -62,7 +55,7 @@ def build_parser() -> argparse.ArgumentParser:
     add("--port", type=int, default=7860, help="port (default %(default)s)")
     add("--threshold", type=float, default=25.0, help="ID-check age shown by default (default %(default)s)")
     add("--store", default=None, help="feedback store URL: sqlite:///PATH or postgresql://... "
-                                      f"(default: {DEFAULT_STORE}, or under /data on a Space with persistent storage)")
+                                      f"(default: {DEFAULT_URL}, or under /data on a Space with persistent storage)")
     add("--annotators", metavar="FILE", help="annotator logins, one 'name:password' per line (or "
                                              "$AGECHECK_ANNOTATORS='alice:pw,bob:pw'); without any, /annotate is read-only")
     add("--hf-annotators", metavar="NAMES", help="Hugging Face user names (comma-separated) allowed to annotate after "
@@ -134,10 +127,10 @@ def main(argv: list[str] | None = None) -> int:
 
         torch.set_num_threads(args.threads)
     from age_model.ui.server import ServerOptions, serve
-    from age_model.ui.state import resolve_model
+    from age_model.resources import default_model
 
     options = ServerOptions(
-        model=resolve_model(args.model), store=args.store or default_store(),
+        model=args.model or default_model(), store=args.store or default_url(),
         host=args.host, port=args.port, threshold=args.threshold, annotators=read_annotators(args.annotators),
         annotators_file=args.annotators, hf_annotators=hf_annotators(args.hf_annotators),
         review=args.review, examples=args.examples, queue_size=args.queue_size, max_file_size=args.max_file_size,

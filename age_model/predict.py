@@ -9,20 +9,14 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 from pathlib import Path
 from typing import Sequence, TextIO
 
 from age_model.repo_ids import is_repo_id
-from age_model.resources import DEFAULT_MODEL
+from age_model.resources import default_model
 
 EXIT_OK, EXIT_ALL_FAILED, EXIT_USAGE = 0, 1, 2
-
-
-def default_model() -> str:
-    """$AGE_MODEL if set, else the shipped models/agecheck-default (in the clone or the installed package)."""
-    return os.environ.get("AGE_MODEL") or str(DEFAULT_MODEL)
 
 
 def build_parser() -> argparse.ArgumentParser:

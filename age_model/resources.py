@@ -7,6 +7,7 @@ A clone keeps them at the repository root (``models/agecheck-default``, ``exampl
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 PACKAGE_DIR = Path(__file__).resolve().parent
@@ -23,3 +24,8 @@ def shipped(repo_path: str, installed_name: str) -> Path:
 DEFAULT_MODEL = shipped("models/agecheck-default", "default_model")
 EXAMPLES_DIR = shipped("examples", "examples")
 CARD_TEMPLATES_DIR = shipped("data_cards/templates", "card_templates")
+
+
+def default_model() -> str:
+    """The model used when none is named: ``$AGE_MODEL`` if set, else the shipped agecheck-default."""
+    return os.environ.get("AGE_MODEL") or str(DEFAULT_MODEL)

@@ -91,3 +91,17 @@ def test_cards_and_benchmark_name_attribute_codes_from_one_table() -> None:
     assert [g["label"] for g in utk["genders"]] == list(SOURCE_CODES["utkface"]["gender"].values())
     assert {r["label"]: r["count"] for r in utk["races"]}["Asian"] == 2 and utk["race_missing"] == 1
     assert [g["label"] for g in cards.aaf_extra(rows)["genders"]] == ["female", "male"]
+
+
+def test_one_default_model_and_one_default_store(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """The app, the predict CLI and the benchmarks ask age_model.resources for the model; the app, the
+    feedback CLI and the store ask feedback.urls for the store (a Space's /data included)."""
+    from age_model import app, predict, resources
+    from age_model.feedback import cli as feedback_cli
+    from age_model.feedback import store, urls
+    from bench import groups as bench_groups
+
+    assert predict.default_model is resources.default_model is bench_groups.default_model
+    monkeypatch.setenv("AGE_MODEL", str(tmp_path))
+    assert resources.default_model() == str(tmp_path)
+    assert app.default_url is urls.default_url is feedback_cli.default_url is store.default_url

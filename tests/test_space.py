@@ -99,6 +99,11 @@ def test_a_bad_environment_value_names_the_variable(capsys):
     assert "$GRADIO_SERVER_PORT='seven'" in capsys.readouterr().err
 
 
-def test_feedback_is_kept_under_persistent_storage_when_there_is_some(tmp_path: Path):
-    assert app.default_store(tmp_path) == f"sqlite:///{tmp_path}/agecheck/feedback.db"
-    assert app.default_store(tmp_path / "missing") == app.DEFAULT_STORE
+def test_feedback_is_kept_under_persistent_storage_when_there_is_some(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    from age_model.feedback.urls import DEFAULT_URL, ENV_URL, default_url
+
+    monkeypatch.delenv(ENV_URL, raising=False)
+    assert default_url(tmp_path) == f"sqlite:///{tmp_path}/agecheck/feedback.db"
+    assert default_url(tmp_path / "missing") == DEFAULT_URL
+    monkeypatch.setenv(ENV_URL, "sqlite:///elsewhere.db")
+    assert default_url(tmp_path) == "sqlite:///elsewhere.db"
