@@ -27,7 +27,8 @@ from PIL import Image, ImageEnhance, ImageFilter, ImageOps
 from transformers import EvalPrediction, Trainer, TrainerCallback, TrainingArguments
 from transformers.trainer_utils import IntervalStrategy, SaveStrategy, get_last_checkpoint
 
-from age_model.cards import age_band_counts, age_stats, display_path, render_model_card
+from age_model.cards import age_band_counts, age_stats, render_model_card
+from age_model.cards.render import display_path
 from age_model.data import LoadOptions, load_age_datasets
 from age_model.hub import HubError, push_model
 from age_model.faces import calibrate_crop, largest_face_crop

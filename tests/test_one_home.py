@@ -9,6 +9,8 @@ import numpy as np
 import pytest
 
 from age_model import ages, cards, policy
+from age_model.cards import model_card
+from age_model.cards import stats as card_stats
 from age_model.data import SOURCE_CODES, SPLIT_ALIASES, DataError, LoadOptions, LoadReport, _parse_age, detect_format
 from age_model.feedback.errors import InvalidAgeError
 from age_model.feedback.validate import check_age
@@ -63,7 +65,7 @@ def test_the_metric_counts_minors_passed_with_the_apps_rule() -> None:
 
 @pytest.mark.parametrize("alias", sorted(SPLIT_ALIASES))
 def test_cards_read_split_names_as_the_loader_does(alias: str) -> None:
-    assert cards.split_name(alias) == SPLIT_ALIASES[alias] == cards.split_name(f" {alias.upper()} ")
+    assert card_stats.split_name(alias) == SPLIT_ALIASES[alias] == card_stats.split_name(f" {alias.upper()} ")
 
 
 @pytest.mark.parametrize("value, hub", [("google/efficientnet-b0", True), ("org/name.v2", True), ("../shared/weights/x", False),
@@ -71,7 +73,7 @@ def test_cards_read_split_names_as_the_loader_does(alias: str) -> None:
                                         ("name-only", False), ("~/models/x", False)])
 def test_one_repo_id_rule_for_loaders_cards_and_cli(value: str, hub: bool, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.chdir(tmp_path)
-    assert is_repo_id(value) is hub and cards.is_repo_id is is_repo_id
+    assert is_repo_id(value) is hub and model_card.is_repo_id is is_repo_id
     if hub:
         assert detect_format(value) == "hub"
     else:
@@ -87,10 +89,10 @@ def test_a_local_folder_shaped_like_a_repo_id_is_local(tmp_path: Path, monkeypat
 
 def test_cards_and_benchmark_name_attribute_codes_from_one_table() -> None:
     rows = [{"gender": "0", "race": "2"}, {"gender": "1", "race": "2"}, {"gender": "1", "race": ""}]
-    utk = cards.utkface_extra(rows)
+    utk = card_stats.utkface_extra(rows)
     assert [g["label"] for g in utk["genders"]] == list(SOURCE_CODES["utkface"]["gender"].values())
     assert {r["label"]: r["count"] for r in utk["races"]}["Asian"] == 2 and utk["race_missing"] == 1
-    assert [g["label"] for g in cards.aaf_extra(rows)["genders"]] == ["female", "male"]
+    assert [g["label"] for g in card_stats.aaf_extra(rows)["genders"]] == ["female", "male"]
 
 
 def test_one_default_model_and_one_default_store(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
