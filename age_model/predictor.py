@@ -171,7 +171,7 @@ class AgePredictor:
 
     The model runs through ONNX Runtime when the model folder holds an up-to-date ``model.onnx``
     and the device is the CPU (``backend="auto"``), through torch otherwise; both give the same
-    logits (tests/test_predictor.py checks it to 1e-4).
+    logits (tests/test_export.py checks it to 1e-4).
     """
 
     def __init__(self, model: str | Path, device: str | None = None, tta: bool = True, batch_size: int = 32,
