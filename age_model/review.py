@@ -90,15 +90,17 @@ class Candidate:
     original_name: str | None = None
     model_age: float | None = None
     model_spread: float | None = None
-    members: tuple[str, ...] = ()  # a conflicting-duplicate group: every member id, this one first
+    # A conflicting-duplicate group, one entry per row (byte-identical copies share an id): ids, labels,
+    # data set rows, file names; the first row is the item's own.
+    members: tuple[str, ...] = ()
     member_labels: tuple[float | None, ...] = ()
     member_indexes: tuple[int | None, ...] = ()
     member_names: tuple[str | None, ...] = ()
 
     @property
     def sample_ids(self) -> tuple[str, ...]:
-        """The samples one decision on this item labels."""
-        return self.members or (self.sample_id,)
+        """The distinct samples one decision on this item labels."""
+        return tuple(dict.fromkeys(self.members)) if self.members else (self.sample_id,)
 
 
 @dataclass(frozen=True)
@@ -233,18 +235,13 @@ def group_candidates(groups: Iterable[Mapping[str, Any]], index_of: Mapping[str,
     out = []
     for group in groups:
         ids = tuple(str(i) for i in group["ids"])
-        if len(set(ids)) < 2:  # byte-identical copies are one sample: nothing to settle between them
+        if len(ids) < 2:
             continue
-        seen: dict[str, int] = {}
-        for k, sample_id in enumerate(ids):
-            seen.setdefault(sample_id, k)
-        keep = list(seen.values())
-        ages = tuple(None if group["ages"][k] is None else float(group["ages"][k]) for k in keep)
-        names = tuple(None if group["files"][k] is None else str(group["files"][k]) for k in keep)
-        members = tuple(ids[k] for k in keep)
-        indexes = tuple((index_of or {}).get(m) for m in members)
-        out.append(Candidate(sample_id=members[0], source=str(group["sources"][0] or "data set"), index=indexes[0],
-                             original_label=None, original_name=f"conflict group {group['group']}", members=members,
+        ages = tuple(None if a is None else float(a) for a in group["ages"])
+        names = tuple(None if f is None else str(f) for f in group["files"])
+        indexes = tuple((index_of or {}).get(m) for m in ids)
+        out.append(Candidate(sample_id=ids[0], source=str(group["sources"][0] or "data set"), index=indexes[0],
+                             original_label=None, original_name=f"conflict group {group['group']}", members=ids,
                              member_labels=ages, member_indexes=indexes, member_names=names))
     return out
 
@@ -357,8 +354,8 @@ class ReviewQueue:
             entry = _Entry(cand=cand, pos=len(self._entries), votes=own, label=self._aggregate(cand, own))
             self._recorded_estimate(entry)
             self._entries[cand.sample_id] = entry
-            for member in cand.members[1:]:
-                self._member_of[member] = cand.sample_id
+            for member in cand.sample_ids[1:]:
+                self._member_of.setdefault(member, cand.sample_id)
             self._count(entry.label, +1)
             self._place(entry)
 
@@ -634,15 +631,17 @@ class ReviewQueue:
                      model_version=self.model_version, note=note) for sid in c.sample_ids]
 
     def _register(self, entries: Iterable[_Entry]) -> None:
-        rows = []
+        rows: dict[str, dict[str, Any]] = {}
         for entry in entries:
             c = entry.cand
             if c.index is None and not c.members:
                 continue  # a store submission: known already
+            ids = c.members or (c.sample_id,)
             labels = c.member_labels or (c.original_label,)
             names = c.member_names or (c.original_name,)
-            rows += [dict(sample_id=sid, source=c.source, original_name=n, original_label=lab)
-                     for sid, lab, n in zip(c.sample_ids, labels, names)]
+            for sid, lab, n in zip(ids, labels, names):
+                rows.setdefault(sid, dict(sample_id=sid, source=c.source, original_name=n, original_label=lab))
+        rows = list(rows.values())
         if rows:
             self.store.register_samples(rows)
 
@@ -736,9 +735,10 @@ class ReviewQueue:
         index = cand.member_indexes[member] if cand.members else cand.index
         if index is not None and self.dataset is not None:
             return self.dataset[index]["image"]
-        path = self.store.image_file(cand.sample_ids[member])
+        sample_id = cand.members[member] if cand.members else cand.sample_id
+        path = self.store.image_file(sample_id)
         if path is None:
-            raise FileNotFoundError(f"no stored image for sample {cand.sample_ids[member]}")
+            raise FileNotFoundError(f"no stored image for sample {sample_id}")
         from PIL import Image
 
         return Image.open(io.BytesIO(path.read_bytes()))

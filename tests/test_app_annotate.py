@@ -103,11 +103,11 @@ def test_login_is_required(app):
 
 
 def test_queue_hands_out_worst_first_and_records_confirm_correct_undo_skip(alice, store, app):
-    first = alice.predict("dataset", api_name="/next")
+    first = alice.predict("dataset", "", api_name="/next")
     assert re.fullmatch(r"[0-9a-f]{64}", first[SID]) and first[IMAGE].startswith("<img src=\"data:image/jpeg;base64,")  # inline: no public file
     assert re.fullmatch(r"\d+(\.\d)? ± \d+(\.\d)?", first[MODEL]), first[MODEL]
     assert "suspicion" in first[INFO] and "alice" in first[PROGRESS]
-    assert alice.predict("dataset", api_name="/next")[SID] == first[SID]  # the held item, not a new one
+    assert alice.predict("dataset", "", api_name="/next")[SID] == first[SID]  # the held item, not a new one
     suspicion = float(re.search(r"suspicion ([\d.]+)", first[INFO]).group(1))
 
     after_confirm = alice.predict("dataset", first[SID], api_name="/confirm")
@@ -146,8 +146,8 @@ def test_queue_hands_out_worst_first_and_records_confirm_correct_undo_skip(alice
 def test_two_annotators_never_share_an_item(alice, bob, store):
     from gradio_client.exceptions import AppError
 
-    mine = alice.predict("dataset", api_name="/next")[SID]
-    theirs = bob.predict("dataset", api_name="/next")[SID]
+    mine = alice.predict("dataset", "", api_name="/next")[SID]
+    theirs = bob.predict("dataset", "", api_name="/next")[SID]
     assert mine and theirs and mine != theirs
     claims = store.active_claims()
     assert claims[mine][0] == "alice" and claims[theirs][0] == "bob"
@@ -163,13 +163,13 @@ def test_submissions_queue_and_stats(alice, bob, store):
     buffer = io.BytesIO()
     Image.new("RGB", (96, 96), (200, 150, 120)).save(buffer, format="JPEG")
     upload = store.add_upload(buffer.getvalue(), 30, "stakeholder", consent=True, model_age=22.0, model_version="test")
-    item = alice.predict("submissions", api_name="/next")
+    item = alice.predict("submissions", "", api_name="/next")
     assert item[SID] == upload.sample_id and item[LABEL] == 30.0
     alice.predict("submissions", upload.sample_id, 31, api_name="/correct")
     assert active_votes(store, "alice")[upload.sample_id] == 31.0
-    assert bob.predict("submissions", api_name="/next")[SID] == ""  # two agreeing votes settled it: nothing left
+    assert bob.predict("submissions", "", api_name="/next")[SID] == ""  # two agreeing votes settled it: nothing left
 
-    summary, annotators, statuses = alice.predict("dataset", api_name="/stats")
+    summary, annotators, statuses, sources = alice.predict("dataset", api_name="/stats")
     assert "16 items" in summary and "The whole store" in summary
     per = {row[0]: row[1] for row in annotators["data"]}
     assert per["alice"] >= 1 and per["bob"] >= 1
@@ -190,7 +190,7 @@ def test_export_writes_a_new_dataset_folder(alice, app):
 
 
 def test_scores_are_cached_per_model_beside_the_store(app, tiny_model_dir, fixture_dir):
-    from age_model.ui.annotate import DatasetReview, ScoreCache
+    from age_model.review_scoring import DatasetReview, ScoreCache
     from age_model.ui.state import AppState
 
     caches = list((app["work"] / "review_scores").glob("*-cropped.jsonl"))
@@ -216,7 +216,7 @@ def test_without_annotators_every_action_refuses(app):
         from gradio_client import Client
 
         anonymous = Client(f"{url}/annotate/", verbose=False, analytics_enabled=False)
-        for endpoint, args in (("/next", ["submissions"]), ("/confirm", ["submissions", "0" * 64]),
+        for endpoint, args in (("/next", ["submissions", ""]), ("/confirm", ["submissions", "0" * 64]),
                                ("/undo", ["submissions", ""]), ("/export", [])):
             with pytest.raises(AppError, match="--annotators FILE"):
                 anonymous.predict(*args, api_name=endpoint)

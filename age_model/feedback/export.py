@@ -39,7 +39,7 @@ import datasets
 from age_model.cards import render_feedback_card
 from age_model.hub import push_feedback
 
-from .aggregate import active_votes, agreement
+from .aggregate import active_votes, agreement, krippendorff_alpha
 from .records import UPLOAD_SOURCES, Status
 from .store import FeedbackStore
 
@@ -133,6 +133,11 @@ def _vote_rows(store: FeedbackStore, sample_ids: set[str]) -> list[dict[str, Any
     return sorted(rows, key=lambda r: r["vote_id"])
 
 
+def agreement_with_alpha(votes_by_sample: dict[str, list[Any]]) -> dict[str, Any]:
+    """``aggregate.agreement`` plus Krippendorff's alpha (interval) over the same samples."""
+    return {**agreement(votes_by_sample), "alpha": krippendorff_alpha(votes_by_sample)}
+
+
 def feedback_stats(store: FeedbackStore, *, license: str = DEFAULT_LICENSE) -> dict[str, Any]:
     """Counts, annotators, agreement and consent of a store: what the dataset card and Stats tab show.
 
@@ -161,7 +166,11 @@ def feedback_stats(store: FeedbackStore, *, license: str = DEFAULT_LICENSE) -> d
         "sources": dict(sorted(Counter(s.source for s in labelled).items())),
         "statuses": dict(sorted(Counter(str(labels[s.sample_id].status) for s in labelled).items())),
         "consent": dict(Counter(consent_names[labels[s.sample_id].consent] for s in uploads)),
-        "agreement": agreement({s.sample_id: votes.get(s.sample_id, []) for s in labelled}),
+        "agreement": agreement_with_alpha({s.sample_id: votes.get(s.sample_id, []) for s in labelled}),
+        "agreement_by_source": {
+            source: agreement_with_alpha({s.sample_id: votes.get(s.sample_id, []) for s in labelled if s.source == source})
+            for source in sorted({s.source for s in labelled})
+        },
         "rules": asdict(store.rules),
         "license": license,
         "generated_at": datetime.now(UTC).isoformat(timespec="seconds"),
