@@ -54,6 +54,8 @@ if TYPE_CHECKING:
 PredictFn = Callable[[list["PILImage.Image"]], Any]
 Predictions = PredictFn | Sequence[Any] | Mapping[str, Any] | None
 CONTESTED = (Status.NEEDS_ANOTHER_LOOK, Status.PENDING_SECOND_OPINION)
+STATUS_URGENCY = (Status.NEEDS_ANOTHER_LOOK, Status.PENDING_SECOND_OPINION, Status.UNVERIFIED, Status.UNREVIEWED,
+                  Status.SETTLED)
 UNSCORED_SUSPICION = 1.0  # rank of an item without a model score: about the median |z| of a fair model
 SYNC_OVERLAP = 64  # vote ids re-read below the newest seen: PostgreSQL may commit ids out of order
 CANDIDATES_PER_TRY = 8  # items tried per claim round before the order is read again
@@ -360,7 +362,13 @@ class ReviewQueue:
             self._place(entry)
 
     def _aggregate(self, cand: Candidate, votes: list[Vote]) -> Label:
-        return aggregate(cand.sample_id, votes, original_label=cand.original_label, rules=self.store.rules)
+        """The item's label; a group's is its least settled member's (each decision gives every member
+        the same age, so a member's label is the same votes against its own original label)."""
+        if not cand.members:
+            return aggregate(cand.sample_id, votes, original_label=cand.original_label, rules=self.store.rules)
+        labels = [aggregate(cand.sample_id, votes, original_label=original, rules=self.store.rules)
+                  for original in dict.fromkeys(cand.member_labels)]
+        return min(labels, key=lambda label: STATUS_URGENCY.index(label.status))
 
     # -- bookkeeping ---------------------------------------------------------------------------
 
