@@ -454,7 +454,7 @@ class ReviewQueue:
         with self._lock:
             for sample_id, (age, spread) in scores.items():
                 entry = self._entries.get(sample_id)
-                if entry is None or age is None or entry.cand.members:
+                if entry is None or age is None:
                     continue
                 entry.cand = replace(entry.cand, model_age=float(age), model_spread=None if spread is None else float(spread))
                 self._place(entry)

@@ -231,8 +231,11 @@ class DatasetReview:
 
         self.phase = "conflicts"
         groups = conflicting_groups(self.dataset)
-        self.groups = ReviewQueue.for_groups(self.store, groups, dataset=self.dataset, claim_ttl=self.claim_ttl,
-                                             model_version=self.model_version)
+        groups_queue = ReviewQueue.for_groups(self.store, groups, dataset=self.dataset, claim_ttl=self.claim_ttl,
+                                              model_version=self.model_version)
+        if self.cache is not None:
+            groups_queue.set_scores({i: self.cache.scores[i] for i in self._ids if i in self.cache.scores})
+        self.groups = groups_queue
         self.timings["groups_s"] = time.monotonic() - self._started
         logger.info("review data set %s: %d conflicting near-duplicate groups", self.path, len(self.groups))
 
@@ -249,7 +252,10 @@ class DatasetReview:
                 return
             rows = self._score_rows(todo[offset:offset + SCORE_BATCH])
             self.cache.add(rows)
-            self.queue.set_scores({sample_id: (age, spread) for sample_id, age, spread in rows})
+            scores = {sample_id: (age, spread) for sample_id, age, spread in rows}
+            for queue in (self.queue, self.groups):
+                if queue is not None:
+                    queue.set_scores(scores)
             self.scored += len(rows)
             time.sleep(0.005)  # let request threads take the interpreter between batches
         self.phase = "scored"

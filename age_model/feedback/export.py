@@ -3,13 +3,22 @@
 Layout of ``OUT`` (``datasets.load_dataset(OUT)`` reads it; so does the Hub viewer)::
 
     OUT/README.md                            dataset card, numbers computed from the store
-    OUT/data/train-00000-of-00001.parquet    one row per labelled sample: the ``train`` split
-    OUT/votes/votes-00000-of-00001.parquet   the vote rows behind those samples, for audits:
-        load_dataset("parquet", data_files=f"{OUT}/votes/*.parquet")
+    OUT/data/train-00000-of-00001.parquet    one row per labelled sample: config ``default``, split ``train``
+    OUT/votes/votes-00000-of-00001.parquet   every vote behind those samples: config ``votes``
+        load_dataset(OUT, "votes"), or load_dataset("parquet", data_files=f"{OUT}/votes/*.parquet")
 
-The card declares no ``configs``: with YAML configs, ``datasets`` 5.2 keys its cache of a local
-folder on the README alone, so a re-export to the same folder would load stale rows. The
-standard ``data/train-*`` layout is found without them, locally and on the Hub.
+The card declares two ``configs``: ``default`` (the labelled samples, ``data/train-*``) and
+``votes`` (every annotator's votes, ``votes/*``), so ``load_dataset(REPO, "votes")`` works on the Hub.
+The file names stay fixed so that a scheduled push replaces the files on the Hub (it never deletes
+any). Locally, ``datasets`` 5.2 caches a folder with YAML configs by its *name* and config list, not
+its content: after a re-export into a folder of the same name, read it with
+``load_dataset("parquet", data_files=...)`` (as ``merge.load_feedback`` and ``train.py --feedback``
+do) or ``download_mode="force_redownload"``; the Annotate page exports into a new folder each time.
+The card ends with a hash of the exported files.
+Annotator names are pseudonyms (``annotator-1``, ... in the order of their first vote, ``public-1``,
+... for the public page's pseudonymous reporters) unless ``real_names=True`` (``--real-names``), so a
+public push never names the team. The card carries the annotation guidelines and the agreement
+(mean difference, share within 5 years, Krippendorff's alpha), overall and per source.
 
 What is exported, and why:
 - Stakeholder uploads (source ``upload``/``webcam``) only with consent: the image bytes as stored
@@ -25,6 +34,7 @@ What is exported, and why:
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import shutil
 import uuid
@@ -40,7 +50,7 @@ from age_model.cards import render_feedback_card
 from age_model.hub import push_feedback
 
 from .aggregate import active_votes, agreement, krippendorff_alpha
-from .records import UPLOAD_SOURCES, Status
+from .records import UPLOAD_SOURCES, Status, is_public_submitter
 from .store import FeedbackStore
 
 logger = logging.getLogger(__name__)
@@ -138,6 +148,35 @@ def agreement_with_alpha(votes_by_sample: dict[str, list[Any]]) -> dict[str, Any
     return {**agreement(votes_by_sample), "alpha": krippendorff_alpha(votes_by_sample)}
 
 
+CONFIGS = [
+    {"config_name": "default", "data_files": [{"split": "train", "path": DATA_FILE}], "default": True},
+    {"config_name": "votes", "data_files": [{"split": "train", "path": VOTES_FILE}]},
+]
+
+
+def pseudonyms(store: FeedbackStore) -> dict[str, str]:
+    """Annotator name -> ``annotator-N`` (``public-N`` for the public page), numbered by first vote:
+    votes are append-only, so a name keeps its pseudonym in every later export."""
+    names: dict[str, str] = {}
+    counters = {"annotator": 0, "public": 0}
+    for vote in store.votes():
+        if vote.annotator not in names:
+            kind = "public" if is_public_submitter(vote.annotator) else "annotator"
+            counters[kind] += 1
+            names[vote.annotator] = f"{kind}-{counters[kind]}"
+    return names
+
+
+def _rename(stats: dict[str, Any], names: dict[str, str]) -> dict[str, Any]:
+    """The card's stats with annotator names replaced."""
+    out = dict(stats)
+    out["annotators"] = {names.get(k, k): v for k, v in stats["annotators"].items()}
+    agreement_ = dict(stats["agreement"])
+    agreement_["per_annotator"] = {names.get(k, k): v for k, v in agreement_["per_annotator"].items()}
+    out["agreement"] = agreement_
+    return out
+
+
 def feedback_stats(store: FeedbackStore, *, license: str = DEFAULT_LICENSE) -> dict[str, Any]:
     """Counts, annotators, agreement and consent of a store: what the dataset card and Stats tab show.
 
@@ -179,9 +218,10 @@ def feedback_stats(store: FeedbackStore, *, license: str = DEFAULT_LICENSE) -> d
 
 def export_feedback(
     store: FeedbackStore | str, out: str | Path, *, include_dataset_images: bool = False,
-    license: str = DEFAULT_LICENSE, overwrite: bool = False,
+    license: str = DEFAULT_LICENSE, overwrite: bool = False, real_names: bool = False,
 ) -> ExportResult:
-    """Write the export folder atomically (built beside ``out``, renamed into place at the end)."""
+    """Write the export folder atomically (built beside ``out``, renamed into place at the end).
+    Annotators appear under pseudonyms unless ``real_names``."""
     own = isinstance(store, str)
     store_ = FeedbackStore(store) if isinstance(store, str) else store
     out = Path(out)
@@ -196,10 +236,17 @@ def export_feedback(
             table = feedback_dataset(store_, include_dataset_images=include_dataset_images)
             table.to_parquet(str(tmp / DATA_FILE))
             votes = _vote_rows(store_, set(table["id"]))
+            names = {} if real_names else pseudonyms(store_)
+            for vote in votes:
+                vote["annotator"] = names.get(vote["annotator"], vote["annotator"])
             _table(votes, VOTE_FEATURES).to_parquet(str(tmp / VOTES_FILE))
             stats = feedback_stats(store_, license=license)
-            stats.update(num_rows=len(table), include_dataset_images=include_dataset_images)
-            render_feedback_card(stats).save(str(tmp / "README.md"))
+            digest = hashlib.sha256()
+            for name in (DATA_FILE, VOTES_FILE):
+                digest.update((tmp / name).read_bytes())
+            stats.update(num_rows=len(table), include_dataset_images=include_dataset_images, configs=CONFIGS,
+                         pseudonymous=not real_names, fingerprint=digest.hexdigest()[:16])
+            render_feedback_card(_rename(stats, names) if names else stats).save(str(tmp / "README.md"))
             if out.exists():
                 shutil.rmtree(out)
             tmp.rename(out)

@@ -240,7 +240,10 @@ class Annotator:
         annotator = self.user(request)
         if sample_id:
             self.store.release(sample_id, annotator)
-        return self.next(queue_name, None, request)
+        try:
+            return self.next(queue_name, None, request)
+        except gr.Error as error:  # not open yet: an empty screen, which the timer fills once it is
+            return empty_view(error.message)
 
     def vote(self, queue_name: str, sample_id: str | None, age: Any, request: gr.Request | None, confirm: bool) -> tuple:
         annotator = self.user(request)

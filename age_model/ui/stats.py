@@ -94,7 +94,8 @@ def export_now(backend: Any, request: gr.Request | None) -> str:
         raise user_error(f"Export failed: {error}") from None
     logger.info("%s exported %d rows to %s", user, result.num_rows, result.path)
     return (f"Exported **{result.num_rows:,} rows** to `{result.path}`  \n"
-            f"Load it with `datasets.load_dataset('{result.path}')`; train on it with `train.py --feedback {result.path}`. "
+            f"Load it with `datasets.load_dataset('{result.path}')` (its votes: `load_dataset('{result.path}', 'votes')`); "
+            f"train on it with `train.py --feedback {result.path}`. "
             f"The same from a shell:\n\n```\n{export_command(backend.store, result.path)}\n```")
 
 
