@@ -349,6 +349,7 @@ class ReviewQueue:
 
     def _add_candidates(self, cands: list[Candidate], votes: Mapping[str, list[Vote]]) -> None:
         """Register new items with the votes known for them so far."""
+        placed: list[tuple] = []
         for cand in cands:
             if cand.sample_id in self._entries or cand.sample_id in self._member_of:
                 continue
@@ -359,7 +360,11 @@ class ReviewQueue:
             for member in cand.sample_ids[1:]:
                 self._member_of.setdefault(member, cand.sample_id)
             self._count(entry.label, +1)
-            self._place(entry)
+            self._place(entry, insert=False)
+            if entry.key is not None:
+                placed.append(entry.key)
+        self._order.extend(placed)
+        self._order.sort()  # one sort for a batch: start-up stays O(n log n)
 
     def _aggregate(self, cand: Candidate, votes: list[Vote]) -> Label:
         """The item's label; a group's is its least settled member's (each decision gives every member
@@ -397,8 +402,9 @@ class ReviewQueue:
         label = self._current_label(entry)
         return 999.0 if label is None else min(abs(label - t) for t in self._thresholds)
 
-    def _place(self, entry: _Entry) -> None:
-        """Move the item to its place in the open order (or out of it, once settled)."""
+    def _place(self, entry: _Entry, insert: bool = True) -> None:
+        """Move the item to its place in the open order (or out of it, once settled); ``insert=False``:
+        only compute its key (the caller sorts a batch in)."""
         if entry.key is not None:
             at = bisect.bisect_left(self._order, entry.key)
             if at < len(self._order) and self._order[at] == entry.key:
@@ -409,7 +415,8 @@ class ReviewQueue:
         score = self._score(entry)
         rank = UNSCORED_SUSPICION if score is None else score
         entry.key = (0 if entry.label.status in CONTESTED else 1, -rank, self._prior(entry), entry.pos, entry.cand.sample_id)
-        bisect.insort(self._order, entry.key)
+        if insert:
+            bisect.insort(self._order, entry.key)
 
     @staticmethod
     def _recorded_estimate(entry: _Entry) -> None:
@@ -452,13 +459,20 @@ class ReviewQueue:
         """Give items their model scores (the background scorer calls this per batch); returns how many."""
         changed = 0
         with self._lock:
+            bulk = len(scores) > 256  # many at once (a cache read at start): re-sort once instead of moving each
             for sample_id, (age, spread) in scores.items():
                 entry = self._entries.get(sample_id)
                 if entry is None or age is None:
                     continue
                 entry.cand = replace(entry.cand, model_age=float(age), model_spread=None if spread is None else float(spread))
-                self._place(entry)
+                if bulk:
+                    entry.key = None
+                    self._place(entry, insert=False)
+                else:
+                    self._place(entry)
                 changed += 1
+            if bulk:
+                self._order = sorted(e.key for e in self._entries.values() if e.key is not None)
         return changed
 
     # -- reading -------------------------------------------------------------------------------

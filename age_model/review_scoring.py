@@ -36,6 +36,8 @@ from age_model.review import ReviewQueue, dataset_candidates
 logger = logging.getLogger(__name__)
 
 SCORE_BATCH = 32  # faces per forward pass of the background scorer
+SCORE_DELAY_S = 15.0  # scoring waits this long after the queue opens, or until an annotator shows up (go()),
+# so that a starting server gets the CPU first (measured: scoring during start-up delayed it by 5 s on 2 cores)
 CLAIM_TTL = 300.0  # seconds an item stays reserved for the annotator who has it on screen (renewed by each look)
 
 
@@ -105,12 +107,17 @@ class SubmissionScores(Mapping):
     """``{sample_id: (age, spread)}`` for the submissions queue; a missing score is computed from the
     stored face crop on first look and cached (uploads arrive while the app runs)."""
 
-    def __init__(self, store: Any, predictor: Any, cache: ScoreCache) -> None:
+    def __init__(self, store: Any, predictor: Any, cache: ScoreCache, compute_missing: bool = True) -> None:
+        """``compute_missing=False`` while a queue starts: uploads without a cached score then rank by the
+        model estimate recorded with their vote, so a start never waits for a model run per upload."""
         self.store, self.predictor, self.cache = store, predictor, cache
+        self.compute_missing = compute_missing
 
     def __getitem__(self, sample_id: str) -> tuple[float | None, float | None]:
         if sample_id in self.cache.scores:
             return self.cache.scores[sample_id]
+        if not self.compute_missing:
+            raise KeyError(sample_id)
         try:
             from PIL import Image
 
@@ -160,6 +167,7 @@ class DatasetReview:
         self._ids: list[str] = []
         self._ready = threading.Event()
         self._stop = threading.Event()
+        self._go = threading.Event()
         self._started = time.monotonic()
         self.thread = threading.Thread(target=self._run, name="agecheck-review-scorer", daemon=True)
 
@@ -174,6 +182,10 @@ class DatasetReview:
         if self.thread.is_alive():
             self.thread.join(timeout)
         return not self.thread.is_alive()
+
+    def go(self) -> None:
+        """Start scoring now (someone is reviewing) instead of after ``SCORE_DELAY_S``."""
+        self._go.set()
 
     def wait(self, timeout: float) -> bool:
         """True once the queue is open (or loading failed: see ``error``)."""
@@ -244,6 +256,9 @@ class DatasetReview:
             self.phase = "unscored"
             return
         self.phase = "scoring"
+        deadline = time.monotonic() + SCORE_DELAY_S
+        while not self._go.is_set() and not self._stop.is_set() and time.monotonic() < deadline:
+            self._go.wait(0.2)
         todo = [i for i, sample_id in enumerate(self._ids) if sample_id not in self.cache.scores]
         random.Random(0).shuffle(todo)  # what is scored first is a fair sample of the data set
         start = time.monotonic()

@@ -15,7 +15,9 @@ temporary folder as the ``postgres`` user with its default durability (fsync on)
 
 Part 2 (with ``--data``): the ``--review`` data set path of the app, ``DatasetReview``: seconds
 until the first item is claimed with an empty score cache (load, queue, no score yet), then a
-restart with the scores the first run cached while it was scoring for ``--score-seconds``.
+restart with the scores the first run cached while it was scoring for ``--score-seconds``. Part 3:
+the same through the app itself (``python app.py --review DATA`` in a subprocess, an annotator
+logged in with gradio_client): seconds from launch to the first HTTP answer and to the first item.
 
 Prints markdown and the machine. Writes only to temporary folders; asserts nothing.
 """
@@ -192,6 +194,7 @@ def bench_cold_start(args: argparse.Namespace) -> dict[str, float]:
                 if item is None:
                     raise RuntimeError(f"no first item: {review.status()}")
                 review.queue.skip(item, "ann")
+                review.go()  # as the page's first request does
                 if run == "cold":
                     deadline = time.monotonic() + args.score_seconds
                     while time.monotonic() < deadline and review.groups is None:
@@ -207,6 +210,60 @@ def bench_cold_start(args: argparse.Namespace) -> dict[str, float]:
                         samples.append(time.perf_counter() - t)
                     out["next_while_scoring_p50_ms"], out["next_while_scoring_p95_ms"] = percentiles(samples)
                 review.stop(10)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    return out
+
+
+def bench_app(args: argparse.Namespace) -> dict[str, float]:
+    """``python app.py --review DATA``: seconds to the first HTTP answer and to the first item a logged-in
+    annotator gets through /annotate (gradio_client, as a browser's first Next), from a cold start with an
+    empty store and score cache, then after a restart (Ctrl-C) with what the first run cached."""
+    import httpx
+    from gradio_client import Client
+
+    work = Path(tempfile.mkdtemp(prefix="agecheck-bench-app-"))
+    (work / "users.txt").write_text("ann:pw\n")
+    env = {**os.environ, "PYTHONPATH": str(REPO_ROOT), "GRADIO_ANALYTICS_ENABLED": "False", "HF_HUB_OFFLINE": "1"}
+    out: dict[str, float] = {}
+    try:
+        for run in ("cold", "restart"):
+            with socket.socket() as sock:
+                sock.bind(("127.0.0.1", 0))
+                port = sock.getsockname()[1]
+            command = [sys.executable, str(REPO_ROOT / "app.py"), "--review", str(Path(args.data).resolve()), "--port", str(port),
+                       "--store", f"sqlite:///{work}/fb.db", "--annotators", str(work / "users.txt")]
+            if args.model:
+                command += ["--model", args.model]
+            start = time.perf_counter()
+            process = subprocess.Popen(command, cwd=work, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            try:
+                url = f"http://127.0.0.1:{port}"
+                while True:
+                    try:
+                        httpx.get(f"{url}/healthz", timeout=2)
+                        break
+                    except httpx.HTTPError:
+                        if process.poll() is not None or time.perf_counter() - start > 300:
+                            raise RuntimeError("the app did not answer") from None
+                        time.sleep(0.1)
+                out[f"{run}_http_s"] = time.perf_counter() - start
+                client = Client(f"{url}/annotate/", auth=("ann", "pw"), verbose=False, analytics_enabled=False)
+                while True:
+                    try:
+                        if client.predict("dataset", "", api_name="/next")[0]:
+                            break
+                    except Exception:  # "still loading": the page would show it and look again
+                        pass
+                    if time.perf_counter() - start > 300:
+                        raise RuntimeError("no first item within 300 s")
+                    time.sleep(0.2)
+                out[f"{run}_first_item_s"] = time.perf_counter() - start
+                if run == "cold":
+                    time.sleep(args.score_seconds)  # let the scorer fill the cache a little
+            finally:
+                process.send_signal(2)  # SIGINT: the clean stop a restart follows
+                process.wait(60)
     finally:
         shutil.rmtree(work, ignore_errors=True)
     return out
@@ -240,7 +297,7 @@ def main() -> None:
             cells += [f"{p50:.1f}", f"{p95:.1f}"]
         print(f"| {action} | " + " | ".join(cells) + " |")
     print("| restart: open the queue and claim a first item (s) | "
-          + " | ".join(f"{results[n]['open_s']:.2f} | " for n in names) + "|")
+          + " | ".join(f"{results[n]['open_s']:.2f} | –" for n in names) + " |")
     for n in names:
         p = results[n]["progress"]
         print(f"\n{n}: seeded in {results[n]['seed_s']:.1f} s; queue after the run: {p.total:,} items, {p.done:,} settled, "
@@ -255,6 +312,11 @@ def main() -> None:
         print(f"| first item after a restart ({cold['restart_cached']:,} scores cached) | {cold['restart_first_item_s']:.1f} |")
         print(f"\nNext while the scorer runs: p50 {cold['next_while_scoring_p50_ms']:.0f} ms, "
               f"p95 {cold['next_while_scoring_p95_ms']:.0f} ms")
+        served = bench_app(args)
+        print(f"\n## `python app.py --review {args.data}`: seconds from launch\n")
+        print("| | first HTTP answer | first item at /annotate |\n|---|---:|---:|")
+        print(f"| cold start (empty store and score cache) | {served['cold_http_s']:.1f} | {served['cold_first_item_s']:.1f} |")
+        print(f"| restart | {served['restart_http_s']:.1f} | {served['restart_first_item_s']:.1f} |")
 
 
 if __name__ == "__main__":

@@ -3,8 +3,7 @@ and bob), refusals without a login, Stats and export, the score cache, the sched
 a Hub, and once in a real browser (Debian chromium): log in, correct an item with the keyboard,
 see progress move.
 
-`python -m tests.test_app_annotate screenshot` retakes docs/screenshots/annotate.png from a store
-holding only the public-domain example photo (never the research-only fixture faces).
+docs/screenshots/annotate.png is retaken by `python -m tests.test_annotate_browser screenshot`.
 """
 
 from __future__ import annotations
@@ -14,9 +13,6 @@ import logging
 import os
 import re
 import socket
-import sys
-import tempfile
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -29,8 +25,6 @@ from age_model.feedback import FeedbackStore  # noqa: E402
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 ARTIFACTS = REPO_ROOT / "tests" / "_artifacts"
-README_SHOT = REPO_ROOT / "docs" / "screenshots" / "annotate.png"
-EXAMPLE_PHOTO = REPO_ROOT / "examples" / "astronaut-eileen-collins.jpg"
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                  "--disable-background-networking", "--disable-component-update", "--disable-sync"]
@@ -290,46 +284,3 @@ def test_browser_login_correct_with_keyboard_and_see_progress(app, store, tmp_pa
             expect(page.get_by_label("username")).to_be_visible()
         finally:
             context.close()
-
-
-# ----------------------------------------------------------------------------- README screenshot
-
-
-def take_readme_screenshot(dest: Path = README_SHOT) -> Path:
-    """docs/screenshots/annotate.png: the submissions queue of a store seeded with the public-domain
-    example photo's face crop only, with the shipped model, else a tiny random one."""
-    from PIL import Image
-    from playwright.sync_api import expect, sync_playwright
-
-    from age_model.predictor import AgePredictor
-    from age_model.ui.predict import lossless_bytes
-    from age_model.ui.server import BackgroundServer, ServerOptions
-    from tests.conftest import make_tiny_model
-
-    work = Path(tempfile.mkdtemp(prefix="agecheck-annotate-shot-"))
-    shipped = REPO_ROOT / "models" / "agecheck-default"
-    model = shipped if (shipped / "config.json").is_file() else make_tiny_model(work / "tiny")
-    predictor = AgePredictor(model)
-    faces, crops = predictor.find_faces(Image.open(EXAMPLE_PHOTO).convert("RGB"))
-    ages, _ = predictor.predict_crops(crops[:1])
-    store_url = f"sqlite:///{work}/fb.db"
-    with FeedbackStore(store_url) as store:  # two votes 12 years apart: the item needs another look
-        upload = store.add_upload(lossless_bytes(crops[0]), 41, "stakeholder", consent=True, model_age=float(ages[0]), strip=False,
-                                  model_version=model.name, original_name=EXAMPLE_PHOTO.name)
-        store.add_vote(upload.sample_id, 53, "bob")
-    options = ServerOptions(model=str(model), store=store_url, annotators={"alice": "pw1"}, port=free_port())
-    with BackgroundServer(options) as url, sync_playwright() as playwright:
-        context = launch(playwright, work / "profile")
-        page = context.new_page()
-        log_in(page, url, "alice")
-        expect(page.locator("#ann_image img")).to_be_visible(timeout=20_000)
-        expect(page.locator("#ann_progress")).to_contain_text("alice")
-        time.sleep(0.5)
-        dest.parent.mkdir(parents=True, exist_ok=True)
-        page.screenshot(path=str(dest), full_page=True)
-        context.close()
-    return dest
-
-
-if __name__ == "__main__" and sys.argv[1:] == ["screenshot"]:
-    print(take_readme_screenshot())

@@ -89,9 +89,11 @@ class Annotator:
             scores = None
             if predictor is not None:
                 scores = SubmissionScores(self.store, predictor, ScoreCache.at(
-                    cache_dir / f"{model_key(state.model, state.model_version)}-cropped.jsonl"))
+                    cache_dir / f"{model_key(state.model, state.model_version)}-cropped.jsonl"), compute_missing=False)
             self.submissions = ReviewQueue.for_submissions(self.store, predictions=scores, claim_ttl=CLAIM_TTL,
                                                            model_version=state.model_version)
+            if scores is not None:
+                scores.compute_missing = True  # uploads that arrive from now on are scored as they come
             if options.review:
                 self.review = DatasetReview(options.review, self.store, predictor, cache_dir, state.model,
                                             state.model_version).start()
@@ -112,6 +114,8 @@ class Annotator:
             raise user_error(HOW_TO_ENABLE if not self.enabled else "Log in at /annotate first.")
         if self.store is None:
             self.state.require_store()
+        if self.review is not None:
+            self.review.go()  # an annotator is here: the server is up, scoring may take the CPU
         return str(name)
 
     def queue(self, name: str | None) -> ReviewQueue:
