@@ -286,6 +286,7 @@ class ReviewQueue:
         self._status_counts: Counter[str] = Counter()
         self._per_annotator: Counter[str] = Counter()
         self._skipped: dict[str, set[str]] = defaultdict(set)
+        self._closer_look: dict[str, set[str]] = defaultdict(set)  # grid cards marked wrong: next() serves them first
         self._last_vote_id = 0
         self._applied: set[int] = set()
         self._thresholds = tuple(store.rules.second_opinion_ages) or (18.0,)
@@ -559,9 +560,8 @@ class ReviewQueue:
             self.skip(after, name)
         self.sync()
         claims = self.store.active_claims()  # live leases only: a small table
-        with self._lock:
-            held = [sid for sid, (who, _) in claims.items() if who == name and sid in self._entries
-                    and self._entries[sid].label.status != Status.SETTLED and name not in self._entries[sid].label.annotators]
+        held = self._held(name, claims)
+        held.sort(key=lambda sid: sid not in self._closer_look[name])  # cards marked wrong in the grid first
         for sample_id in held:
             if self.store.claim(sample_id, name, ttl=self.claim_ttl):
                 return self._claimed(sample_id, name)
@@ -580,6 +580,21 @@ class ReviewQueue:
                             self._skipped[name].clear()
                         return self._claimed(sample_id, name)
         return None
+
+    def _held(self, name: str, claims: Mapping[str, tuple[str, datetime]]) -> list[str]:
+        """This annotator's live claims on open items of this queue they have not voted on."""
+        with self._lock:
+            return [sid for sid, (who, _) in claims.items() if who == name and sid in self._entries
+                    and self._entries[sid].label.status != Status.SETTLED and name not in self._entries[sid].label.annotators]
+
+    def set_aside(self, items: Iterable[ReviewItem | str], annotator: str) -> None:
+        """Grid cards marked wrong: kept claimed by this annotator, left out of their next grids and
+        handed to them first by :meth:`next` for a closer look (until the claim expires)."""
+        name = check_annotator(annotator)
+        for item in items:
+            sample_id = item if isinstance(item, str) else item.sample_id
+            if sample_id in self._entries and self.store.claim(sample_id, name, ttl=self.claim_ttl):
+                self._closer_look[name].add(sample_id)
 
     def _claimed(self, sample_id: str, name: str) -> ReviewItem:
         holder = self.store.claim_holder(sample_id)
@@ -611,9 +626,9 @@ class ReviewQueue:
         claims = self.store.active_claims()
         got: list[ReviewItem] = []
         tried: set[str] = set()
-        with self._lock:
-            held = [sid for sid, (who, _) in claims.items() if who == name and sid in self._entries
-                    and self._entries[sid].label.status != Status.SETTLED and name not in self._entries[sid].label.annotators]
+        aside = self._closer_look[name]
+        held = [sid for sid in self._held(name, claims) if sid not in aside]
+        tried.update(aside)
         for sample_id in held[:size]:
             tried.add(sample_id)
             if self.store.claim(sample_id, name, ttl=self.claim_ttl):
@@ -693,6 +708,7 @@ class ReviewQueue:
                 record["consent"] = consent
         votes = self.store.add_votes(records)
         self._skipped[name].discard(sample_id)
+        self._closer_look[name].discard(sample_id)
         self.sync()
         return votes[0]
 
@@ -717,6 +733,7 @@ class ReviewQueue:
         sample_id = item if isinstance(item, str) else item.sample_id
         name = check_annotator(annotator)
         self.store.release(sample_id, name)
+        self._closer_look[name].discard(sample_id)
         if sample_id in self._entries:
             self._skipped[name].add(sample_id)
 

@@ -141,7 +141,11 @@ def test_browser_bulk_grid_confirms_all_but_the_marked(review_app, browser):
         page.screenshot(path=str(ARTIFACTS / "test_browser_bulk_grid.png"), full_page=True)
         page.keyboard.press("Enter")
         expect(page.locator("#bulk_message")).to_contain_text("Confirmed 10 labels")
-        expect(page.locator("#bulk_message")).to_contain_text("gave back 2")
+        expect(page.locator("#bulk_message")).to_contain_text("the 2 marked wrong wait for you")
+        expect(cards).to_have_count(1)  # what is left for bob: the 13th face, not the two he marked
+        page.get_by_role("tab", name="Annotate").click()
+        page.locator("#ann_next").click()  # the marked ones come first, to correct
+        expect(page.locator("#ann_info")).to_contain_text(re.compile(f"sample ({ids[1][:12]}|{ids[4][:12]})"))
     finally:
         page.close()
     with FeedbackStore(review_app["store"], startup_check=False) as store:
@@ -149,7 +153,7 @@ def test_browser_bulk_grid_confirms_all_but_the_marked(review_app, browser):
         claims = store.active_claims()
     confirmed = [(i, lab) for n, (i, lab) in enumerate(zip(ids, labels), start=1) if n not in (2, 5)]
     assert votes == {i: lab for i, lab in confirmed}  # every unmarked card confirmed at its label, nothing else
-    assert ids[1] not in claims and ids[4] not in claims  # the marked ones are free for a closer look
+    assert claims[ids[1]][0] == claims[ids[4]][0] == "bob"  # the marked ones stay bob's for a closer look
 
 
 def take_readme_screenshots() -> list[Path]:

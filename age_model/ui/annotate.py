@@ -324,11 +324,10 @@ class Annotator:
         wrong = {int(n) for n in (marked or []) if str(n).isdigit()}
         confirm = [(sample_id, None) for n, sample_id in enumerate(on_screen, start=1) if n not in wrong]
         votes = self._run(lambda: queue.submit_batch(annotator, confirm))
-        for n in sorted(wrong):
-            if 1 <= n <= len(on_screen):
-                queue.skip(on_screen[n - 1], annotator)
+        queue.set_aside([on_screen[n - 1] for n in sorted(wrong) if 1 <= n <= len(on_screen)], annotator)
         message = (f"Confirmed {len(confirm)} label{'s' * (len(confirm) != 1)} ({len(votes)} votes)"
-                   f"{f', gave back {len(wrong)} marked as wrong for a closer look' if wrong else ''}. U undoes one. ")
+                   f"{f'; the {len(wrong)} marked wrong wait for you on the Annotate tab' if wrong else ''}. "
+                   "U undoes one. ")
         return self.grid(queue_name, request, message)
 
     def grid_undo(self, queue_name: str, ids: str, request: gr.Request | None) -> tuple:
@@ -389,8 +388,8 @@ def build_annotate_app(state: AppState, options: Any) -> gr.Blocks:
         with gr.Tab("Bulk grid", elem_id="bulk_tab") as bulk_tab:
             with gr.Column(visible=backend.enabled):
                 gr.Markdown(f"Up to {GRID_SIZE} faces with their labels: **mark the wrong ones** (click, or keys "
-                            "1-9, 0, -, =), then **Enter** confirms all the others in one go; the marked ones go back "
-                            "to the queue for a closer look on the Annotate tab.")
+                            "1-9, 0, -, =), then **Enter** confirms all the others in one go; the marked ones stay "
+                            "yours and come first on the Annotate tab, to type the age you see.")
                 with gr.Row():
                     grid_confirm = gr.Button("Confirm all unmarked  [Enter]", variant="primary", elem_id="bulk_confirm")
                     grid_load = gr.Button("New grid  [G]", size="sm", elem_id="bulk_load")
