@@ -56,6 +56,7 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--data", default=None, help="data set for the cold-start part (e.g. ../shared/data/utkface)")
     parser.add_argument("--model", default=None, help="model for the cold-start part (default: $AGE_MODEL, else the shipped one)")
     parser.add_argument("--score-seconds", type=float, default=20.0, help="scoring time before the restart (default 20)")
+    parser.add_argument("--app-only", action="store_true", help="only part 3, the app from launch (needs --data)")
     return parser.parse_args()
 
 
@@ -227,12 +228,13 @@ def bench_app(args: argparse.Namespace) -> dict[str, float]:
     env = {**os.environ, "PYTHONPATH": str(REPO_ROOT), "GRADIO_ANALYTICS_ENABLED": "False", "HF_HUB_OFFLINE": "1"}
     out: dict[str, float] = {}
     try:
-        for run in ("cold", "restart"):
+        for run in ("baseline", "cold", "restart"):  # baseline: the same app without --review
             with socket.socket() as sock:
                 sock.bind(("127.0.0.1", 0))
                 port = sock.getsockname()[1]
-            command = [sys.executable, str(REPO_ROOT / "app.py"), "--review", str(Path(args.data).resolve()), "--port", str(port),
-                       "--store", f"sqlite:///{work}/fb.db", "--annotators", str(work / "users.txt")]
+            review = [] if run == "baseline" else ["--review", str(Path(args.data).resolve())]
+            command = [sys.executable, str(REPO_ROOT / "app.py"), *review, "--port", str(port),
+                       "--store", f"sqlite:///{work}/{run == 'baseline'}.db", "--annotators", str(work / "users.txt")]
             if args.model:
                 command += ["--model", args.model]
             start = time.perf_counter()
@@ -248,6 +250,8 @@ def bench_app(args: argparse.Namespace) -> dict[str, float]:
                             raise RuntimeError("the app did not answer") from None
                         time.sleep(0.1)
                 out[f"{run}_http_s"] = time.perf_counter() - start
+                if run == "baseline":
+                    continue
                 client = Client(f"{url}/annotate/", auth=("ann", "pw"), verbose=False, analytics_enabled=False)
                 while True:
                     try:
@@ -274,6 +278,14 @@ def main() -> None:
     print(f"## Review queue: {args.items:,} items, {args.votes:,} votes, {args.rounds} rounds\n")
     load = os.getloadavg()[0]
     print(f"{os.cpu_count()} cores, load average at start {load:.2f}, Python {sys.version.split()[0]}\n")
+    if args.app_only:
+        served = bench_app(args)
+        print("| | first HTTP answer | first item at /annotate |\n|---|---:|---:|")
+        print(f"| without `--review` (baseline) | {served['baseline_http_s']:.1f} | – |")
+        print(f"| cold start (empty store and score cache) | {served['cold_http_s']:.1f} | {served['cold_first_item_s']:.1f} |")
+        print(f"| restart | {served['restart_http_s']:.1f} | {served['restart_first_item_s']:.1f} |")
+        print(f"load average at the end {os.getloadavg()[0]:.2f}")
+        return
     results = {}
     for backend in [b.strip() for b in args.backends.split(",") if b.strip()]:
         if backend == "sqlite":
@@ -315,6 +327,7 @@ def main() -> None:
         served = bench_app(args)
         print(f"\n## `python app.py --review {args.data}`: seconds from launch\n")
         print("| | first HTTP answer | first item at /annotate |\n|---|---:|---:|")
+        print(f"| without `--review` (baseline) | {served['baseline_http_s']:.1f} | – |")
         print(f"| cold start (empty store and score cache) | {served['cold_http_s']:.1f} | {served['cold_first_item_s']:.1f} |")
         print(f"| restart | {served['restart_http_s']:.1f} | {served['restart_first_item_s']:.1f} |")
 

@@ -13,6 +13,7 @@ import logging
 import os
 import re
 import socket
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -47,9 +48,19 @@ def app(tiny_model_dir: Path, fixture_dir: Path, tmp_path_factory: pytest.TempPa
     store = f"sqlite:///{work}/fb.db"
     options = ServerOptions(model=str(tiny_model_dir), store=store, annotators=dict(USERS), review=str(fixture_dir),
                             port=free_port())
+    import age_model.review_scoring as scoring
+
+    delay, scoring.SCORE_DELAY_S = scoring.SCORE_DELAY_S, 0.0  # score at once: these tests check the scored order
     server = BackgroundServer(options)
-    with server as url:
-        yield {"url": url, "store": store, "work": work, "server": server, "options": options}
+    try:
+        with server as url:
+            deadline = time.monotonic() + 60
+            while time.monotonic() < deadline and sum(
+                    len(f.read_text().splitlines()) for f in (work / "review_scores").glob("*.jsonl")) < 16:
+                time.sleep(0.2)
+            yield {"url": url, "store": store, "work": work, "server": server, "options": options}
+    finally:
+        scoring.SCORE_DELAY_S = delay
 
 
 def client(app: dict, user: str | None):

@@ -230,3 +230,14 @@ def test_public_reports_wait_for_an_annotator(store: FeedbackStore) -> None:
     assert item.label == 16.0  # the stranger's age is shown, to confirm or correct
     queue.submit(item, 17, "ann")
     assert store.label(report.sample_id).status != Status.UNVERIFIED
+
+
+def test_unscored_items_are_handed_out_at_once_and_scores_reorder_them(store: FeedbackStore) -> None:
+    queue = ReviewQueue.for_dataset(store, small_dataset(), source="utkface")  # nothing scored yet: open anyway
+    assert [i.index for i in queue.items()] == [0, 1, 2, 3, 4, 5]  # labels nearest 18 or 25 first
+    assert queue.next("ann").index == 0
+    ids = [c.sample_id for c in queue.candidates()]
+    queue.set_scores({ids[5]: (20.0, 2.0)})  # labelled 70, the model says 20 ± 2: suspicion 25, first now
+    assert queue.items("bob")[0].index == 5
+    queue.set_scores({ids[1]: (30.0, 5.0)})  # the model agrees: behind every unscored item
+    assert [i.index for i in queue.items("bob")][-1] == 1
