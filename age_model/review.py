@@ -191,10 +191,15 @@ def _arrays(predictions: Any, n: int) -> tuple[list[float | None], list[float | 
     return ages, spreads
 
 
+def _columns(dataset: datasets.Dataset, names: Sequence[str]) -> dict[str, list[Any]]:
+    """Whole columns as lists through Arrow (iterating ``dataset[name]`` costs 0.3 s per column at 24k rows)."""
+    return dataset.select_columns(list(names)).to_dict() if names else {}
+
+
 def _row_ids(dataset: datasets.Dataset) -> list[str]:
     """The ``id`` column, or sha256 of each image's file bytes (what the data loader computes)."""
     if "id" in dataset.column_names:
-        return [str(x) for x in dataset["id"]]
+        return [str(x) for x in _columns(dataset, ["id"])["id"]]
     import datasets as hf
 
     raw = dataset.cast_column("image", hf.Image(decode=False))
@@ -212,10 +217,11 @@ def dataset_candidates(dataset: datasets.Dataset, source: str | None = None) -> 
     if "source" not in columns and not source:
         raise ValueError("give source= (the data set's name) for rows without a 'source' column")
     ids = _row_ids(dataset)
-    labels = [None if a is None else float(a) for a in dataset["age"]] if "age" in columns else [None] * n
-    sources = [source] * n if source else [str(s) for s in dataset["source"]]  # an explicit name wins
     name_col = next((c for c in ("file", "file_name", "original_name") if c in columns), None)
-    names = [None if x is None else str(x) for x in dataset[name_col]] if name_col else [None] * n
+    table = _columns(dataset, [c for c in ("age", "source", name_col) if c and c in columns])
+    labels = [None if a is None else float(a) for a in table["age"]] if "age" in table else [None] * n
+    sources = [source] * n if source else [str(s) for s in table["source"]]  # an explicit name wins
+    names = [None if x is None else str(x) for x in table[name_col]] if name_col else [None] * n
     return [Candidate(sample_id=ids[i], source=sources[i], index=i, original_label=labels[i], original_name=names[i])
             for i in range(n)]
 
@@ -335,7 +341,7 @@ class ReviewQueue:
                    dataset: datasets.Dataset | None = None, **kwargs: Any) -> ReviewQueue:
         """A queue of conflicting near-duplicate groups (``age_model.data.conflicting_groups``) of
         ``dataset``: one decision labels every member, so the group is settled at once."""
-        index_of = {} if dataset is None else {str(i): k for k, i in enumerate(dataset["id"])}
+        index_of = {} if dataset is None else {i: k for k, i in enumerate(_row_ids(dataset))}
         return cls(store, group_candidates(groups, index_of), dataset=dataset, kind="groups", **kwargs)
 
     def _load(self, cands: list[Candidate]) -> None:
