@@ -185,7 +185,16 @@ class Annotator:
         return pd.DataFrame(rows, columns=VOTE_COLUMNS)
 
     def pictures(self, queue: ReviewQueue, item: ReviewItem) -> tuple[str, Any]:
-        """The item's picture(s) as HTML, and the face crop the model sees (photos only)."""
+        """The item's picture(s) as HTML, and the face crop the model sees (photos only); a file that
+        cannot be read says so instead of breaking the page (skip it)."""
+        try:
+            return self._pictures(queue, item)
+        except Exception as error:  # a broken or missing image file in the data set
+            logger.warning("cannot show sample %s: %s", item.sample_id[:12], error)
+            return (f"<p><b>This image cannot be read</b> ({html.escape(type(error).__name__)}): press Skip (S).</p>",
+                    None)
+
+    def _pictures(self, queue: ReviewQueue, item: ReviewItem) -> tuple[str, Any]:
         if item.members:
             figures = []
             for k, (sample_id, age) in enumerate(zip(item.members, item.member_labels)):
@@ -305,8 +314,12 @@ class Annotator:
         cards = []
         for n, item in enumerate(items, start=1):
             model = "" if item.model_age is None else f"model {item.model_age:.0f}"
+            try:
+                picture = inline_image(queue.image(item), f"Face {n}", 224)
+            except Exception:  # an unreadable file: the card says so; mark it to give it back
+                picture = "<p>cannot read this image: mark it</p>"
             cards.append(f'<div class="bulk-card" tabindex="0" data-n="{n}" data-id="{item.sample_id}">'
-                         f'<span class="bulk-num">{n}</span>{inline_image(queue.image(item), f"Face {n}", 224)}'
+                         f'<span class="bulk-num">{n}</span>{picture}'
                          f'<div class="bulk-label">{_age(item.label)}</div><div class="bulk-model">{model}</div></div>')
         body = f'<div class="bulk-grid">{"".join(cards)}</div>' if cards else \
             "**Nothing left for you in this queue.** Switch queues or come back later."
