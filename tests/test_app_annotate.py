@@ -295,3 +295,23 @@ def test_browser_login_correct_with_keyboard_and_see_progress(app, store, tmp_pa
             expect(page.get_by_label("username")).to_be_visible()
         finally:
             context.close()
+
+
+# runs last: its confirms settle most of the fixture
+def test_bulk_grid_through_the_api(bob, store):
+    from gradio_client.exceptions import AppError
+
+    cards, ids, _, message = bob.predict("dataset", api_name="/grid")
+    on_screen = ids.split(",")
+    assert 2 <= len(on_screen) <= 12 and cards.count('class="bulk-card"') == len(on_screen) and "bob" in message
+    claims = store.active_claims()
+    assert all(claims[i][0] == "bob" for i in on_screen)  # the grid's items are bob's while he looks
+    before = active_votes(store, "bob")
+    _, _, _, message = bob.predict("dataset", ids, ["1"], api_name="/grid_confirm")
+    assert f"Confirmed {len(on_screen) - 1} label" in message
+    added = {k: v for k, v in active_votes(store, "bob").items() if k not in before}
+    assert set(added) == set(on_screen[1:])  # all but the marked one, each at its label
+    assert store.active_claims()[on_screen[0]][0] == "bob"  # the marked one waits for bob on the Annotate tab
+    assert bob.predict("dataset", "", api_name="/next")[SID] == on_screen[0]
+    with pytest.raises(AppError, match="at most 12"):
+        bob.predict("dataset", ",".join(["0" * 64] * 13), [], api_name="/grid_confirm")

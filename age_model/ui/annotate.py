@@ -334,6 +334,8 @@ class Annotator:
         on_screen = [i for i in (ids or "").split(",") if i]
         if not on_screen:
             raise user_error("No grid on screen: press New grid (G).")
+        if len(on_screen) > GRID_SIZE:
+            raise user_error(f"A grid holds at most {GRID_SIZE} items: press New grid (G).")
         wrong = {int(n) for n in (marked or []) if str(n).isdigit()}
         confirm = [(sample_id, None) for n, sample_id in enumerate(on_screen, start=1) if n not in wrong]
         votes = self._run(lambda: queue.submit_batch(annotator, confirm))
@@ -346,7 +348,7 @@ class Annotator:
     def grid_undo(self, queue_name: str, ids: str, request: gr.Request | None) -> tuple:
         annotator = self.user(request)
         queue = self.queue(queue_name)
-        retraction, item = self._run(lambda: queue.undo(annotator))
+        retraction, _ = self._run(lambda: queue.undo(annotator))
         return self.grid(queue_name, request, f"Undid your vote on `{retraction.sample_id[:12]}`: it is back in this grid. ")
 
     def close(self) -> None:
