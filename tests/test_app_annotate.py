@@ -179,6 +179,8 @@ def test_submissions_queue_and_stats(alice, bob, store):
     per = {row[0]: row[1] for row in annotators["data"]}
     assert per["alice"] >= 1 and per["bob"] >= 1
     assert sum(row[1] for row in statuses["data"]) == 16
+    by_source = {row[0]: row for row in sources["data"]}
+    assert by_source["upload"][1] == 1 and by_source["upload"][5] != "–"  # two annotators on the upload: an alpha
 
 
 def test_export_writes_a_new_dataset_folder(alice, app):
