@@ -316,7 +316,8 @@ class DatasetReview:
             return f"Loading data set `{self.name}`…"
         if self.phase == "failed":
             return f"Data set `{self.path}` could not be loaded: {self.error}"
-        groups = "" if self.groups is None else f", {len(self.groups):,} conflicting duplicate groups"
+        groups = "" if self.groups is None else \
+            f", {len(self.groups):,} conflicting duplicate group{'s' * (len(self.groups) != 1)}"
         if self.phase == "conflicts":
             return f"`{self.name}`: {faces}; looking for conflicting duplicates…"
         if self.phase == "unscored":
