@@ -32,7 +32,6 @@ so two annotators in different processes never get the same item at the same mom
 from __future__ import annotations
 
 import bisect
-import hashlib
 import io
 import math
 import threading
@@ -40,12 +39,14 @@ from collections import Counter, defaultdict
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from age_model.feedback import FeedbackError, FeedbackStore, Label, Status, UPLOAD_SOURCES, Vote, aggregate, agreement
 from age_model.feedback.store import DEFAULT_CLAIM_TTL
 from age_model.feedback.validate import check_annotator
+from age_model.review_candidates import (  # noqa: F401  (Candidate and the builders are part of this API)
+    Candidate, dataset_candidates, group_candidates, prediction_arrays, row_ids, submission_candidate,
+)
 
 if TYPE_CHECKING:
     import datasets
@@ -79,30 +80,6 @@ class NotInQueueError(ReviewError):
 
 class NothingToConfirmError(ReviewError):
     """A confirm on an item that has no label."""
-
-
-@dataclass(frozen=True)
-class Candidate:
-    """A sample (or a group of near-duplicate samples) the queue may hand out."""
-
-    sample_id: str  # the item's id; for a group, its first member
-    source: str
-    index: int | None = None  # row in the queue's data set; None for a store submission
-    original_label: float | None = None
-    original_name: str | None = None
-    model_age: float | None = None
-    model_spread: float | None = None
-    # A conflicting-duplicate group, one entry per row (byte-identical copies share an id): ids, labels,
-    # data set rows, file names; the first row is the item's own.
-    members: tuple[str, ...] = ()
-    member_labels: tuple[float | None, ...] = ()
-    member_indexes: tuple[int | None, ...] = ()
-    member_names: tuple[str | None, ...] = ()
-
-    @property
-    def sample_ids(self) -> tuple[str, ...]:
-        """The distinct samples one decision on this item labels."""
-        return tuple(dict.fromkeys(self.members)) if self.members else (self.sample_id,)
 
 
 @dataclass(frozen=True)
@@ -145,113 +122,6 @@ class _Entry:
     label: Label
     votes: list[Vote] = field(default_factory=list)
     key: tuple | None = None  # its place in the open order; None: not open (settled)
-
-
-# ----------------------------------------------------------------------------- predictions
-
-
-def _pair(value: Any) -> tuple[float | None, float | None]:
-    """(age, spread) from a number, a pair, an object with ``age``/``spread`` (a FaceEstimate), or
-    a photo result with ``faces`` (its most confident face; none found: unknown)."""
-    if value is None:
-        return None, None
-    if hasattr(value, "faces"):
-        faces = list(value.faces or [])
-        return _pair(max(faces, key=lambda f: getattr(f, "score", 0.0))) if faces else (None, None)
-    if hasattr(value, "age"):
-        return float(value.age), (None if getattr(value, "spread", None) is None else float(value.spread))
-    if isinstance(value, (tuple, list)):
-        age, spread = (list(value) + [None])[:2]
-        return (None if age is None else float(age)), (None if spread is None else float(spread))
-    return float(value), None
-
-
-def _is_column(value: Any, n: int) -> bool:
-    return hasattr(value, "__len__") and not isinstance(value, (str, bytes)) and len(value) == n and (
-        n == 0 or not hasattr(value[0], "__len__"))
-
-
-def _arrays(predictions: Any, n: int) -> tuple[list[float | None], list[float | None]]:
-    """Precomputed predictions as two lists of length n: (ages, spreads)."""
-    if isinstance(predictions, Mapping):
-        ages, spreads = predictions.get("age"), predictions.get("spread")
-    else:
-        seq = list(predictions)
-        if len(seq) == 2 and _is_column(seq[0], n) and (seq[1] is None or _is_column(seq[1], n)):
-            ages, spreads = seq
-        elif len(seq) == n:  # one number or (age, spread) per row
-            pairs = [_pair(v) for v in seq]
-            ages, spreads = [p[0] for p in pairs], [p[1] for p in pairs]
-        else:
-            raise ValueError(f"predictions must be (ages, spreads) or one entry per row ({n}), got {len(seq)}")
-    ages = [None if a is None else float(a) for a in ages]
-    spreads = [None] * n if spreads is None else [None if s is None else float(s) for s in spreads]
-    if len(ages) != n or len(spreads) != n:
-        raise ValueError(f"predictions cover {len(ages)} ages / {len(spreads)} spreads for {n} rows")
-    return ages, spreads
-
-
-def _columns(dataset: datasets.Dataset, names: Sequence[str]) -> dict[str, list[Any]]:
-    """Whole columns as lists through Arrow (iterating ``dataset[name]`` costs 0.3 s per column at 24k rows)."""
-    return dataset.select_columns(list(names)).to_dict() if names else {}
-
-
-def _row_ids(dataset: datasets.Dataset) -> list[str]:
-    """The ``id`` column, or sha256 of each image's file bytes (what the data loader computes)."""
-    if "id" in dataset.column_names:
-        return [str(x) for x in _columns(dataset, ["id"])["id"]]
-    import datasets as hf
-
-    raw = dataset.cast_column("image", hf.Image(decode=False))
-    ids = []
-    for value in raw["image"]:
-        data = value.get("bytes") or Path(value["path"]).read_bytes()
-        ids.append(hashlib.sha256(data).hexdigest())
-    return ids
-
-
-def dataset_candidates(dataset: datasets.Dataset, source: str | None = None) -> list[Candidate]:
-    """One unscored candidate per row (``source``: the data set's name, else the rows' column)."""
-    n = len(dataset)
-    columns = dataset.column_names
-    if "source" not in columns and not source:
-        raise ValueError("give source= (the data set's name) for rows without a 'source' column")
-    ids = _row_ids(dataset)
-    name_col = next((c for c in ("file", "file_name", "original_name") if c in columns), None)
-    table = _columns(dataset, [c for c in ("age", "source", name_col) if c and c in columns])
-    labels = [None if a is None else float(a) for a in table["age"]] if "age" in table else [None] * n
-    sources = [source] * n if source else [str(s) for s in table["source"]]  # an explicit name wins
-    names = [None if x is None else str(x) for x in table[name_col]] if name_col else [None] * n
-    return [Candidate(sample_id=ids[i], source=sources[i], index=i, original_label=labels[i], original_name=names[i])
-            for i in range(n)]
-
-
-def submission_candidate(sample: Any, predictions: Mapping[str, Any] | None) -> Candidate:
-    """A stored upload as a candidate; its score from ``predictions`` (None: the recorded estimate)."""
-    age, spread = None, None
-    if predictions is not None:
-        try:
-            age, spread = _pair(predictions.get(sample.sample_id))
-        except Exception:  # an unreadable stored image: unscored
-            age, spread = None, None
-    return Candidate(sample_id=sample.sample_id, source=sample.source, original_label=sample.original_label,
-                     original_name=sample.original_name, model_age=age, model_spread=spread)
-
-
-def group_candidates(groups: Iterable[Mapping[str, Any]], index_of: Mapping[str, int] | None = None) -> list[Candidate]:
-    """Candidates from ``age_model.data.conflicting_groups``: one per group, its members side by side."""
-    out = []
-    for group in groups:
-        ids = tuple(str(i) for i in group["ids"])
-        if len(ids) < 2:
-            continue
-        ages = tuple(None if a is None else float(a) for a in group["ages"])
-        names = tuple(None if f is None else str(f) for f in group["files"])
-        indexes = tuple((index_of or {}).get(m) for m in ids)
-        out.append(Candidate(sample_id=ids[0], source=str(group["sources"][0] or "data set"), index=indexes[0],
-                             original_label=None, original_name=f"conflict group {group['group']}", members=ids,
-                             member_labels=ages, member_indexes=indexes, member_names=names))
-    return out
 
 
 # ----------------------------------------------------------------------------- the queue
@@ -315,11 +185,11 @@ class ReviewQueue:
                 ages, spreads = [], []
                 for start in range(0, n, batch_size):
                     images = list(dataset.select(range(start, min(start + batch_size, n)))["image"])
-                    a, s = _arrays(predictions(images), len(images))
+                    a, s = prediction_arrays(predictions(images), len(images))
                     ages += a
                     spreads += s
             else:
-                ages, spreads = _arrays(predictions, n)
+                ages, spreads = prediction_arrays(predictions, n)
             candidates = [replace(c, model_age=a, model_spread=s) for c, a, s in zip(candidates, ages, spreads)]
         return cls(store, candidates, dataset=dataset, **kwargs)
 
@@ -341,7 +211,7 @@ class ReviewQueue:
                    dataset: datasets.Dataset | None = None, **kwargs: Any) -> ReviewQueue:
         """A queue of conflicting near-duplicate groups (``age_model.data.conflicting_groups``) of
         ``dataset``: one decision labels every member, so the group is settled at once."""
-        index_of = {} if dataset is None else {i: k for k, i in enumerate(_row_ids(dataset))}
+        index_of = {} if dataset is None else {i: k for k, i in enumerate(row_ids(dataset))}
         return cls(store, group_candidates(groups, index_of), dataset=dataset, kind="groups", **kwargs)
 
     def _load(self, cands: list[Candidate]) -> None:
@@ -674,19 +544,19 @@ class ReviewQueue:
                      model_version=self.model_version, note=note) for sid in c.sample_ids]
 
     def _register(self, entries: Iterable[_Entry]) -> None:
+        """Data set samples join the store on their first vote (known by id, no bytes kept)."""
+        if self.kind == "submissions":
+            return  # stored with their image already
         rows: dict[str, dict[str, Any]] = {}
         for entry in entries:
             c = entry.cand
-            if c.index is None and not c.members:
-                continue  # a store submission: known already
             ids = c.members or (c.sample_id,)
             labels = c.member_labels or (c.original_label,)
             names = c.member_names or (c.original_name,)
             for sid, lab, n in zip(ids, labels, names):
                 rows.setdefault(sid, dict(sample_id=sid, source=c.source, original_name=n, original_label=lab))
-        rows = list(rows.values())
         if rows:
-            self.store.register_samples(rows)
+            self.store.register_samples(list(rows.values()))
 
     def _check_holder(self, sample_id: str, name: str) -> None:
         holder = self.store.claim_holder(sample_id)
