@@ -241,3 +241,18 @@ def test_unscored_items_are_handed_out_at_once_and_scores_reorder_them(store: Fe
     assert queue.items("bob")[0].index == 5
     queue.set_scores({ids[1]: (30.0, 5.0)})  # the model agrees: behind every unscored item
     assert [i.index for i in queue.items("bob")][-1] == 1
+
+
+def test_a_click_never_reads_the_whole_queue(store: FeedbackStore, monkeypatch: pytest.MonkeyPatch) -> None:
+    queue = ReviewQueue.for_dataset(store, small_dataset(), predictions=(MODEL, SPREAD), source="utkface")
+    queue.submit(queue.next("bob"), None, "bob", confirm=True)
+    full_reads, since = [], []
+    for name in ("labels", "votes_by_sample", "samples", "votes"):  # what the old page called per click
+        monkeypatch.setattr(store, name, lambda *a, _name=name, **k: full_reads.append(_name))
+    original = store.votes_since
+    monkeypatch.setattr(store, "votes_since", lambda after, *a, **k: since.append(after) or original(after, *a, **k))
+    item = queue.next("ann")
+    queue.submit(item, 33, "ann")
+    queue.skip(queue.next("ann"), "ann")
+    queue.undo("ann")
+    assert full_reads == [] and since  # only the votes appended since the queue's last look were read
