@@ -297,9 +297,13 @@ class Annotator:
         if sample_id or not name:
             return (header, *[gr.skip()] * 11)
         try:
-            return (header, *self.next(queue_name, None, request))
+            queue = self.queue(queue_name)
+            item = self._run(lambda: queue.next(self.user(request)))
         except gr.Error as error:
             return (header, *[gr.skip()] * 10, f"**{error.message}**")
+        if item is None:  # still nothing: leave the screen (and the last message) as it is
+            return (header, *[gr.skip()] * 9, self.progress(queue, name), gr.skip())
+        return (header, *self.view(name, queue, item, ""))
 
     # -- the bulk grid ----------------------------------------------------------------------------
 
