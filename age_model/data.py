@@ -47,6 +47,9 @@ from datasets import Dataset, DatasetDict, Features, Image, Value, concatenate_d
 from PIL import Image as PILImage
 from PIL import UnidentifiedImageError
 
+from age_model.ages import AGE_RANGE, in_age_range
+from age_model.repo_ids import is_repo_id
+
 logger = logging.getLogger(__name__)
 
 FORMATS = ("appa-real", "final-files", "csv", "filenames", "hub")
@@ -56,7 +59,13 @@ SPLIT_ALIASES = {"train": "train", "training": "train", "valid": "validation", "
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"}
 UTKFACE_NAME = re.compile(r"^(\d+)_([01])_([0-4])_(\d+)\.jpg(?:\.chip\.jpg)?$", re.IGNORECASE)
 FGNET_NAME = re.compile(r"^(\d{3})A(\d{2})[a-z]?\.jpe?g$", re.IGNORECASE)
-MAX_AGE = 120
+# What each source's attribute codes mean: UTKFace's come from its file names
+# (shared/data/utkface/ORIGIN.txt); AAF codes gender the other way round (0 = female, 1 = male).
+SOURCE_CODES: dict[str, dict[str, dict[str, str]]] = {
+    "utkface": {"gender": {"0": "male", "1": "female"},
+                "race": {"0": "White", "1": "Black", "2": "Asian", "3": "Indian", "4": "Others"}},
+    "aaf": {"gender": {"0": "female", "1": "male"}},
+}
 # Ages within one near-duplicate group that differ by more than this many years are a label conflict
 # (the same photo cannot be two ages; a 1-year gap is within UTKFace's labelling noise).
 CONFLICT_TOLERANCE = 1.0
@@ -212,7 +221,7 @@ def detect_format(source: str | Path) -> str:
     """Guess the layout of ``source`` from the files it holds."""
     path = Path(source)
     if not path.exists():
-        if re.fullmatch(r"[\w.-]+/[\w.-]+", str(source)):
+        if is_repo_id(str(source)):
             return "hub"
         raise DataError(f"{source}: no such file or folder. Give a data folder, a CSV file or a Hub dataset id (org/name).")
     if path.is_file():
@@ -438,8 +447,8 @@ def _parse_age(value: Any, csv_path: Path, line: int, report: LoadReport, option
     except ValueError:
         _bad(f"{csv_path}, row {line}: age {value!r} is not a number", report, options)
         return None
-    if not 0 <= age <= MAX_AGE or age != age:
-        _bad(f"{csv_path}, row {line}: age {age:g} is outside 0-{MAX_AGE}", report, options)
+    if not in_age_range(age):
+        _bad(f"{csv_path}, row {line}: age {age:g} is outside {AGE_RANGE[0]:g}-{AGE_RANGE[1]:g}", report, options)
         return None
     return age
 

@@ -25,7 +25,7 @@ from transformers import (
 logger = logging.getLogger(__name__)
 
 HEADS = ("regression", "gaussian", "bins")
-MAX_AGE = 100  # bins cover 0..MAX_AGE inclusive; predictions are not clipped for storage
+BINS_MAX_AGE = 100  # the bins head covers 0..BINS_MAX_AGE inclusive (older labels fall in the last bin); not a label bound
 WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin")
 
 
@@ -58,7 +58,7 @@ class AgeSettings:
     base_model: str = ""
 
     def num_outputs(self) -> int:
-        return {"regression": 1, "gaussian": 2, "bins": MAX_AGE + 1}[self.head]
+        return {"regression": 1, "gaussian": 2, "bins": BINS_MAX_AGE + 1}[self.head]
 
     @classmethod
     def from_config(cls, config: Any) -> "AgeSettings":
@@ -190,7 +190,7 @@ def fit_calibration(predicted: np.ndarray, true: np.ndarray, band_width: float =
     """Per predicted-age band, the MAE on held-out data; sparse bands borrow from their neighbours."""
     predicted = np.asarray(predicted, dtype=float)
     errors = np.abs(predicted - np.asarray(true, dtype=float))
-    edges = [float(e) for e in np.arange(0.0, MAX_AGE + band_width, band_width)][:-1]
+    edges = [float(e) for e in np.arange(0.0, BINS_MAX_AGE + band_width, band_width)][:-1]
     maes: list[float] = []
     overall = float(errors.mean()) if errors.size else float("nan")
     for i, low in enumerate(edges):

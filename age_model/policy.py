@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import numpy as np
 
+from age_model.ages import AGE_RANGE  # noqa: F401  (re-exported: the ages a form accepts)
+
 ASK_FOR_ID = "ask for ID"
 NO_ID_NEEDED = "no ID needed"
 DEFAULT_THRESHOLD = 25.0
 THRESHOLD_RANGE = (16.0, 30.0)  # the thresholds the page offers and the API accepts
-AGE_RANGE = (0.0, 120.0)  # ages a person may report or a label may carry
 
 
 def asks_for_id(age: float | np.ndarray, spread: float | np.ndarray, threshold: float = DEFAULT_THRESHOLD) -> bool | np.ndarray:

@@ -9,19 +9,14 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 from pathlib import Path
 from typing import Sequence, TextIO
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
-DEFAULT_MODEL = REPO_ROOT / "models" / "agecheck-default"
+from age_model.repo_ids import is_repo_id
+from age_model.resources import default_model
+
 EXIT_OK, EXIT_ALL_FAILED, EXIT_USAGE = 0, 1, 2
-
-
-def default_model() -> str:
-    """$AGE_MODEL if set, else the repo's models/agecheck-default."""
-    return os.environ.get("AGE_MODEL") or str(DEFAULT_MODEL)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -37,8 +32,8 @@ def build_parser() -> argparse.ArgumentParser:
                         help="image files (JPEG, PNG, WebP, GIF, BMP, TIFF); with --bands also folders, zips of "
                              "photos and videos (MP4, MOV, AVI, MKV, WebM)")
     parser.add_argument("--model", default=None,
-                        help=f"model folder written by train.py or a Hugging Face Hub id "
-                             f"(default: $AGE_MODEL, else {DEFAULT_MODEL.relative_to(REPO_ROOT)})")
+                        help="model folder written by train.py or a Hugging Face Hub id "
+                             "(default: $AGE_MODEL, else the shipped agecheck-default)")
     parser.add_argument("--json", action="store_true", help="print one JSON object per photo and line")
     parser.add_argument("--tta", action=argparse.BooleanOptionalAction, default=True,
                         help="average each face with its mirror image (slower, a little more accurate; default on)")
@@ -79,7 +74,7 @@ def load_predictor(args: argparse.Namespace):  # -> AgePredictor, imported lazil
         torch.set_num_threads(args.threads)
         cv2.setNumThreads(args.threads)
     model = args.model or default_model()
-    if not Path(model).expanduser().exists() and not _looks_like_hub_id(model, explicit=args.model is not None):
+    if not Path(model).expanduser().exists() and not (args.model is not None and is_repo_id(model)):
         raise SystemExit(_no_model_message(model, explicit=args.model is not None))
     threshold = DEFAULT_SCORE_THRESHOLD if args.threshold is None else args.threshold
     try:
@@ -87,11 +82,6 @@ def load_predictor(args: argparse.Namespace):  # -> AgePredictor, imported lazil
                             score_threshold=threshold)
     except OSError as error:
         raise SystemExit(f"error: {error}") from error
-
-
-def _looks_like_hub_id(model: str, explicit: bool) -> bool:
-    """``owner/name`` given on purpose; a missing local-looking path is reported as missing instead."""
-    return explicit and model.count("/") == 1 and not model.startswith((".", "/", "~"))
 
 
 def _no_model_message(model: str, explicit: bool) -> str:

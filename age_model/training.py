@@ -12,6 +12,7 @@ import logging
 import math
 import os
 import random
+import shutil
 from collections import Counter
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
@@ -20,13 +21,14 @@ from typing import Any, Iterable, Sequence
 import numpy as np
 import torch
 import torch.nn.functional as F
-from datasets import DatasetDict
+from datasets import DatasetDict, load_from_disk
 from datasets import Image as DatasetImage
 from PIL import Image, ImageEnhance, ImageFilter, ImageOps
 from transformers import EvalPrediction, Trainer, TrainerCallback, TrainingArguments
 from transformers.trainer_utils import IntervalStrategy, SaveStrategy, get_last_checkpoint
 
 from age_model.cards import age_band_counts, age_stats, render_model_card
+from age_model.cards.render import display_path
 from age_model.data import LoadOptions, load_age_datasets
 from age_model.hub import HubError, push_model
 from age_model.faces import calibrate_crop, largest_face_crop
@@ -34,7 +36,7 @@ from age_model.metrics import load_age_error
 from age_model.metrics.age_error.age_error import age_errors
 from age_model.modeling import (
     HEADS,
-    MAX_AGE,
+    BINS_MAX_AGE,
     AgeSettings,
     build_age_model,
     fit_calibration,
@@ -102,7 +104,7 @@ class ModelArguments:
     """Which backbone, which head, and the preprocessing that is saved with the model."""
 
     base_model: str = field(default="microsoft/resnet-50", metadata={"help": "Hub id or local folder of any image-classification checkpoint. A folder with a config and no weights builds the model from scratch."})
-    head: str = field(default="regression", metadata={"help": f"Output head: {', '.join(HEADS)} (regression: one output; gaussian: age and its variance; bins: softmax expectation over ages 0-{MAX_AGE})."})
+    head: str = field(default="regression", metadata={"help": f"Output head: {', '.join(HEADS)} (regression: one output; gaussian: age and its variance; bins: softmax expectation over ages 0-{BINS_MAX_AGE})."})
     loss: str = field(default="l1", metadata={"help": "Loss of the regression head: l1, mse or huber."})
     label_sigma: float = field(default=2.0, metadata={"help": "Width in years of the label distribution that the bins head learns."})
     image_size: int = field(default=224, metadata={"help": "Side of the square model input in pixels (use multiples of 32; 160 trains ~2x faster on CPU)."})
@@ -135,13 +137,29 @@ class AgeTrainingArguments(TrainingArguments):
     remove_unused_columns: bool = field(default=False, metadata={"help": "Keep the image column for the on-the-fly transforms."})
     dataloader_num_workers: int = field(default=0, metadata={"help": "Processes that decode and augment images."})
     channels_last: bool = field(default=True, metadata={"help": "channels_last memory format: 1.3-1.9x faster CNN training on CPU."})
+    # None = not given: mixed precision is then chosen for the GPU; an explicit False is kept (fp32 training).
+    fp16: bool | None = field(default=None, metadata={
+        "help": "float16 mixed precision. Given neither --fp16 nor --bf16, a GPU trains in bf16 where it has it, else "
+                "fp16; a CPU in fp32. --fp16 False --bf16 False trains in fp32 on a GPU too.", "nargs": "?", "const": True})
+    bf16: bool | None = field(default=None, metadata={"help": "bfloat16 mixed precision (see --fp16).", "nargs": "?", "const": True})
 
     def __post_init__(self) -> None:
-        # Mixed precision where a GPU supports it, unless the user chose.
-        if torch.cuda.is_available() and not (self.fp16 or self.bf16):
-            self.bf16 = torch.cuda.is_bf16_supported()
-            self.fp16 = not self.bf16
+        self.fp16, self.bf16 = resolve_precision(self.fp16, self.bf16)
+        if int(os.environ.get("WORLD_SIZE", "1")) > 1 and not torch.cuda.is_available() and not self.use_cpu:
+            # torchrun on CPUs: without this, accelerate leaves every process a separate run of its own
+            self.use_cpu, self.ddp_backend = True, self.ddp_backend or "gloo"
         super().__post_init__()
+
+
+def resolve_precision(fp16: bool | None, bf16: bool | None, cuda: bool | None = None,
+                      bf16_supported: bool | None = None) -> tuple[bool, bool]:
+    """(fp16, bf16): the user's choice where either flag was given, else bf16 (or fp16) on a GPU, fp32 on a CPU."""
+    if fp16 is not None or bf16 is not None:
+        return bool(fp16), bool(bf16)
+    if not (torch.cuda.is_available() if cuda is None else cuda):
+        return False, False
+    bf16 = torch.cuda.is_bf16_supported() if bf16_supported is None else bf16_supported
+    return not bf16, bf16
 
 
 # --- transforms --------------------------------------------------------------------------------
@@ -227,6 +245,38 @@ def collate(examples: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
         "pixel_values": torch.stack([e["pixel_values"] for e in examples]).contiguous(memory_format=torch.channels_last),
         "labels": torch.stack([e["labels"] for e in examples]),
     }
+
+
+SHARED_CROPS = ".face-crops"  # under the output folder: the main process's crops for the other DDP ranks
+
+
+def crop_once(dataset: DatasetDict, settings: AgeSettings, training_args: TrainingArguments,
+              sources: Iterable[str] | None = None) -> tuple[DatasetDict, dict[str, int]]:
+    """`crop_photos` run by the main process only; under DDP the other ranks wait, then load its result.
+
+    The crops go through the output folder (which every rank of a run shares, as checkpoints do) and
+    are removed at the end of the run.
+    """
+    if training_args.world_size <= 1:
+        return crop_photos(dataset, settings, sources)
+    shared = Path(training_args.output_dir) / SHARED_CROPS
+    with training_args.main_process_first(local=False, desc="finding and cropping faces"):
+        if training_args.process_index == 0:
+            cropped, dropped = crop_photos(dataset, settings, sources)
+            shutil.rmtree(shared, ignore_errors=True)
+            cropped.save_to_disk(str(shared))
+            (shared / "dropped.json").write_text(json.dumps(dropped))
+        else:
+            cropped, dropped = load_from_disk(str(shared)), json.loads((shared / "dropped.json").read_text())
+    return cropped, dropped
+
+
+def _remove_shared_crops(trainer: Trainer, output_dir: Path) -> None:
+    """Delete the crops `crop_once` shared, once every rank is done with them."""
+    if trainer.args.world_size > 1:  # every rank reaches the barrier, whatever it sees on disk
+        trainer.accelerator.wait_for_everyone()
+        if trainer.is_world_process_zero():
+            shutil.rmtree(output_dir / SHARED_CROPS, ignore_errors=True)
 
 
 def crop_photos(dataset: DatasetDict, settings: AgeSettings, sources: Iterable[str] | None = None) -> tuple[DatasetDict, dict[str, int]]:
@@ -403,18 +453,19 @@ def run_training(data_args: DataArguments, model_args: ModelArguments, training_
     dropped: dict[str, int] = {}
     reframed: list[str] = []
     if faces == "detect":  # photos: crop with the very options the predictor will use
-        dataset, dropped = crop_photos(dataset, settings)
+        dataset, dropped = crop_once(dataset, settings, training_args)
     else:  # ready-made crops: measure the detection crop that reproduces the reference source's framing
         reference = dataset["train"].filter(lambda s: s == source_names[0], input_columns="source")
-        settings = _calibrate_serving_crop(reference, settings)
+        settings = _calibrate_serving_crop(reference, settings, training_args)
         others = [name for name, report in zip(source_names[1:], reports[1:]) if report.faces == "detect" or data_args.reframe == "auto"]
         if others and settings.faces == "detect":  # cut them the way serving will cut a photo of them
-            dataset, dropped = crop_photos(dataset, settings, sources=others)
+            dataset, dropped = crop_once(dataset, settings, training_args, sources=others)
             reframed = others
     if dropped:
         logger.info("Faces cropped by detection; images without a detectable face left out: %s", dropped)
     summary = {
-        "name": "+".join(Path(str(d)).name or str(d) for d in data_args.data), "source": ", ".join(map(str, data_args.data)),
+        "name": "+".join(Path(str(d)).name or str(d) for d in data_args.data),
+        "source": ", ".join(display_path(str(d)) for d in data_args.data),  # published: no absolute local paths
         "sources": source_names, "reframed_sources": reframed,
         "format": "+".join(r.data_format for r in reports), "target": data_args.target, "faces": faces,
         "photos_without_face": sum(dropped.values()), "photos_without_face_by_source": dropped,
@@ -457,6 +508,7 @@ def run_training(data_args: DataArguments, model_args: ModelArguments, training_
     settings.spread_scale, settings.spread_coverage = fit_spread_scale(
         val_ages - val_true, validation.spreads(replace(settings, spread_scale=1.0)), val_sources,
         target=settings.spread_target)
+    settings.base_model = display_path(settings.base_model)  # config.json is published: no absolute local paths
     settings.save_to_config(trainer.model.config)
 
     eval_metrics = {f"eval_{k}": v for k, v in _pooled_and_per_source(val_ages, val_true, dataset["validation"], model_args.threshold).items()}
@@ -468,8 +520,9 @@ def run_training(data_args: DataArguments, model_args: ModelArguments, training_
     test_metrics["test_mae_without_flip_tta"] = float(np.abs(test.plain - test_true).mean())
     trainer.log_metrics("test", test_metrics)
 
-    _save(trainer, output_dir, settings, test_metrics, eval_metrics, summary, model_args, training_args)
-    if push_to_hub:
+    _save(trainer, output_dir, settings, test_metrics, eval_metrics, summary, model_args, training_args, data_args)
+    _remove_shared_crops(trainer, output_dir)
+    if push_to_hub and trainer.is_world_process_zero():  # one push, from the process that wrote the card
         try:
             push_model(output_dir, training_args.hub_model_id, private=training_args.hub_private_repo is not False, token=training_args.hub_token)
         except HubError as error:  # the model is saved; say how to push it later
@@ -549,11 +602,18 @@ def _true(split: Any) -> np.ndarray:
     return np.asarray(split.with_format(None).select_columns(["age"])["age"], dtype=float)
 
 
-def _calibrate_serving_crop(train: Any, settings: AgeSettings) -> AgeSettings:
-    """Measure which detection crop reproduces the training crops' framing, and store it with the model."""
-    sample = train.select(range(min(200, len(train))))
-    chips = [image.convert("RGB") for image in sample["image"]]
-    for key, value in calibrate_crop(chips).items():
+def _calibrate_serving_crop(train: Any, settings: AgeSettings, training_args: TrainingArguments) -> AgeSettings:
+    """Measure which detection crop reproduces the training crops' framing, and store it with the model.
+
+    Under DDP the main process measures and sends the result to the other ranks.
+    """
+    found: list[dict[str, Any] | None] = [None]
+    if training_args.process_index == 0:
+        sample = train.select(range(min(200, len(train))))
+        found = [calibrate_crop([image.convert("RGB") for image in sample["image"]])]
+    if training_args.world_size > 1:
+        torch.distributed.broadcast_object_list(found, src=0)
+    for key, value in (found[0] or {}).items():
         if hasattr(settings, key):
             setattr(settings, key, value)
     return settings
@@ -568,18 +628,50 @@ def _limit(dataset: DatasetDict, data_args: DataArguments) -> DatasetDict:
 
 
 def _save(trainer: Trainer, output_dir: Path, settings: AgeSettings, test_metrics: dict, eval_metrics: dict,
-          summary: dict, model_args: ModelArguments, training_args: TrainingArguments) -> None:
-    """Model + processor + metrics + data summary + model card, everything a push needs, in one folder."""
+          summary: dict, model_args: ModelArguments, training_args: TrainingArguments, data_args: DataArguments) -> None:
+    """Model + processor + metrics + data summary + model card, everything a push needs, in one folder.
+
+    Every rank calls this (saving the model may need them all); only the main process writes files.
+    """
     trainer.save_model(str(output_dir))
+    if not trainer.is_world_process_zero():
+        return
     _write_json(output_dir / "test_metrics.json", test_metrics)
     _write_json(output_dir / "eval_metrics.json", eval_metrics)
     _write_json(output_dir / "data_summary.json", summary)
-    _write_json(output_dir / "training_options.json", {"model": asdict(model_args), "learning_rate": training_args.learning_rate,
-                                                          "epochs": training_args.num_train_epochs, "max_steps": training_args.max_steps,
-                                                          "batch_size": training_args.per_device_train_batch_size, "seed": training_args.seed})
-    card = render_model_card(output_dir, {**test_metrics, **eval_metrics}, settings, summary, training_args.hub_model_id)
+    hyperparameters = training_hyperparameters(trainer, model_args, data_args, summary)
+    _write_json(output_dir / "training_options.json", hyperparameters)
+    card = render_model_card(output_dir, {**test_metrics, **eval_metrics}, settings, summary, training_args.hub_model_id,
+                             hyperparameters=hyperparameters)
     card.save(str(output_dir / "README.md"))
     logger.info("Saved model, processor, metrics and card to %s", output_dir)
+
+
+def training_hyperparameters(trainer: Trainer, model_args: ModelArguments, data_args: DataArguments,
+                             summary: dict) -> dict[str, Any]:
+    """What the run did, for training_options.json and the card: options, precision, steps, and whether it was a smoke run.
+
+    A smoke run (subsets of the data, or stopped before one epoch) shows the pipeline works, not how good
+    the model can be; the card says so.
+    """
+    args: TrainingArguments = trainer.args
+    state = trainer.state
+    train_images = (summary.get("splits") or {}).get("train", 0)
+    subsets = {name: limit for name, limit in (("max_train_samples", data_args.max_train_samples),
+                                               ("max_eval_samples", data_args.max_eval_samples)) if limit is not None}
+    epochs_trained = float(state.epoch or 0.0)
+    return {
+        "model": {**asdict(model_args), "base_model": display_path(model_args.base_model)},
+        "learning_rate": args.learning_rate, "lr_scheduler_type": str(getattr(args.lr_scheduler_type, "value", args.lr_scheduler_type)),
+        "warmup_steps": args.warmup_steps, "weight_decay": args.weight_decay, "optimizer": str(getattr(args.optim, "value", args.optim)),
+        "epochs": args.num_train_epochs, "max_steps": args.max_steps, "batch_size": args.per_device_train_batch_size,
+        "gradient_accumulation_steps": args.gradient_accumulation_steps, "processes": args.world_size,
+        "total_batch_size": args.per_device_train_batch_size * args.gradient_accumulation_steps * args.world_size,
+        "precision": "bf16" if args.bf16 else "fp16" if args.fp16 else "fp32", "seed": args.seed,
+        "balance": data_args.balance, "steps_trained": int(state.global_step), "epochs_trained": round(epochs_trained, 3),
+        "train_images": train_images, **subsets,
+        "smoke_run": bool(subsets) or epochs_trained < 1.0,
+    }
 
 
 def _write_json(path: Path, data: dict) -> None:

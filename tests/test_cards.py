@@ -8,6 +8,10 @@ import pytest
 from huggingface_hub import DatasetCard, EvalResult, ModelCard, ModelCardData
 
 from age_model import cards
+from age_model.ages import band_label
+from age_model.cards.__main__ import main as cards_main
+from age_model.cards.model_card import is_repo_id
+from age_model.cards.stats import size_category
 from age_model.modeling import AgeSettings
 
 METRICS = {
@@ -123,11 +127,11 @@ def test_feedback_card_passes_layout_metadata_through() -> None:
 
 
 def test_helpers() -> None:
-    assert [cards.band_label(s) for s in ("under13", "13_17", "65plus")] == ["under 13", "13-17", "65+"]
-    assert cards.size_category(7591) == "1K<n<10K" and cards.size_category(12) == "n<1K"
+    assert [band_label(s) for s in ("under13", "13_17", "65plus")] == ["under 13", "13-17", "65+"]
+    assert size_category(7591) == "1K<n<10K" and size_category(12) == "n<1K"
     assert cards.age_stats([1, 2, 4, 9]) == {"n": 4, "min": 1, "median": 3.0, "max": 9, "mean": 4.0}
     assert cards.age_band_counts([5, 17, 18, 24, 25, 70])["18-24"] == 2
-    assert cards.is_hub_id("google/efficientnet-b0") and not cards.is_hub_id("../shared/weights/x")
+    assert is_repo_id("google/efficientnet-b0") and not is_repo_id("../shared/weights/x")
     assert cards.known_dataset("appa-real-release").name == "appa-real" and cards.known_dataset("UTKFace").name == "utkface"
     assert cards.known_dataset("fixture") is None
 
@@ -187,9 +191,9 @@ def test_card_leaves_duplicates_out_without_images(tmp_path: Path) -> None:
 def test_dataset_card_cli(shared_dir: Path, tmp_path: Path) -> None:
     out = tmp_path / "utkface.md"
     labels = shared_dir / cards.KNOWN_DATASETS["utkface"].labels
-    assert cards.main(["dataset-card", "utkface", "--labels", str(labels), "--out", str(out)]) == 0
+    assert cards_main(["dataset-card", "utkface", "--labels", str(labels), "--out", str(out)]) == 0
     assert out.read_text(encoding="utf-8") == (cards.CARDS_DIR / "utkface.md").read_text(encoding="utf-8")
-    assert cards.main(["dataset-card", "utkface", "--labels", str(tmp_path / "missing.csv")]) == 1
+    assert cards_main(["dataset-card", "utkface", "--labels", str(tmp_path / "missing.csv")]) == 1
 
 
 def test_a_multi_source_card_names_every_source_its_terms_and_per_source_figures(tmp_path):

@@ -177,7 +177,7 @@ def test_cli_table_and_exit_codes(tiny_model_dir: Path, photos: list[Path], tmp_
 
 def test_cli_default_model_comes_from_env(monkeypatch, tiny_model_dir: Path) -> None:
     monkeypatch.setenv("AGE_MODEL", str(tiny_model_dir))
-    assert cli.default_model() == str(tiny_model_dir)
+    assert cli.default_model() == str(tiny_model_dir)  # the CLI asks the one home, age_model.resources
     monkeypatch.delenv("AGE_MODEL")
     assert cli.default_model() == str(REPO_ROOT / "models" / "agecheck-default")
 

@@ -5,7 +5,7 @@ from pathlib import Path
 import pytest
 
 from age_model.predictor import AgePredictor
-from age_model.ui.state import DEFAULT_MODEL, resolve_model
+from age_model.resources import DEFAULT_MODEL, default_model
 
 
 @pytest.fixture(scope="module")
@@ -17,7 +17,7 @@ def shipped() -> AgePredictor:
 
 def test_app_defaults_to_the_shipped_model(monkeypatch):
     monkeypatch.delenv("AGE_MODEL", raising=False)
-    assert Path(resolve_model(None)) == DEFAULT_MODEL
+    assert Path(default_model()) == DEFAULT_MODEL
 
 
 def test_shipped_model_orders_a_child_a_young_adult_and_a_senior(shipped, fixture_dir):

@@ -88,7 +88,8 @@ def test_help_explains_the_options(capsys):
     with pytest.raises(SystemExit):
         train.main(["--help"])
     text = capsys.readouterr().out
-    for option in ("--data", "--base_model", "--head", "--image_size", "--freeze_backbone_epochs", "--feedback", "--push_to_hub"):
+    for option in ("--data", "--base-model", "--head", "--image-size", "--freeze-backbone-epochs", "--feedback", "--push-to-hub",
+                   "--max-eval-samples", "--help-all"):
         assert option in text
 
 
@@ -164,3 +165,27 @@ def test_balance_weights_give_every_group_the_same_total():
     by_age = balance_weights(["a", "a", "a", "b"], [10, 12, 40, 30], "source-age")
     assert by_age[0] == by_age[1] and by_age[2] == pytest.approx(by_age[0] * 2)
     assert balance_weights(["a"], [3], "none") is None
+
+
+def test_card_records_hyperparameters_labels_a_smoke_run_and_publishes_no_local_paths(tmp_path, fixture_dir, tiny_base):
+    out = tmp_path / "run"
+    assert _train(fixture_dir, tiny_base.resolve(), out, "--max-steps", "2", "--max-train-samples", "8",
+                  "--max-eval-samples", "4") == 0
+    card = (out / "README.md").read_text()
+    assert "Smoke run, not a usable model" in card and "- smoke-run" in card
+    assert "| steps trained | 2 |" in card and "| peak learning rate | 0.001 |" in card
+    assert "| training images cap | 8 |" in card and "| precision | fp32 |" in card
+    for name in ("README.md", "config.json", "data_summary.json", "training_options.json"):
+        text = (out / name).read_text()
+        for local in (str(tiny_base.resolve()), str(fixture_dir.resolve()), str(tmp_path)):
+            assert local not in text, f"{name} publishes the local path {local}"
+    options = json.loads((out / "training_options.json").read_text())
+    assert options["smoke_run"] is True and options["steps_trained"] == 2
+
+
+def test_a_full_run_card_is_not_labelled_a_smoke_run(tmp_path, fixture_dir, tiny_base):
+    out = tmp_path / "run"
+    assert _train(fixture_dir, tiny_base, out, "--num-train-epochs", "1") == 0
+    card = (out / "README.md").read_text()
+    assert "Smoke run" not in card and "smoke-run" not in card
+    assert "| epochs trained | 1.0 |" in card

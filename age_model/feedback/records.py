@@ -11,8 +11,10 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 
+from age_model.ages import AGE_RANGE
+
 UPLOAD_SOURCES = frozenset({"upload", "webcam"})  # stakeholder submissions; everything else is a data set
-AGE_MIN, AGE_MAX = 0.0, 120.0
+AGE_MIN, AGE_MAX = AGE_RANGE
 # Votes from the public page are signed "public:<pseudonym>". Annotator logins cannot contain ':'
 # (the annotators file is name:password), so no team member can ever be mistaken for a stranger.
 PUBLIC_PREFIX = "public:"

@@ -20,7 +20,8 @@ from sqlalchemy.exc import ArgumentError
 
 from .errors import StoreURLError
 
-DEFAULT_URL = "sqlite:///feedback_data/feedback.db"
+DEFAULT_URL = "sqlite:///feedback_data/feedback.db"  # relative to where the command starts
+PERSISTENT_DIR = Path("/data")  # a Hugging Face Space's persistent storage, when the Space has it
 ENV_URL = "AGECHECK_FEEDBACK_STORE"
 EXAMPLES = "sqlite:///feedback_data/feedback.db or postgresql://user@host:5432/db?images_dir=/shared/images"
 
@@ -38,8 +39,14 @@ class StoreLocation:
         return self.url.render_as_string(hide_password=True)
 
 
-def default_url() -> str:
-    return os.environ.get(ENV_URL) or DEFAULT_URL
+def default_url(persistent_dir: Path = PERSISTENT_DIR) -> str:
+    """The store when none is named: ``$AGECHECK_FEEDBACK_STORE``, else under /data where a Space keeps
+    files across restarts, else DEFAULT_URL. The app, the feedback CLI and the store itself all ask here."""
+    if os.environ.get(ENV_URL):
+        return os.environ[ENV_URL]
+    if persistent_dir.is_dir() and os.access(persistent_dir, os.W_OK):
+        return f"sqlite:///{persistent_dir / 'agecheck' / 'feedback.db'}"
+    return DEFAULT_URL
 
 
 def parse_store_url(url: str, images_dir: str | os.PathLike[str] | None = None) -> StoreLocation:

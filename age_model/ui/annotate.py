@@ -79,7 +79,7 @@ class Annotator:
         self.state = state
         self.options = options
         self.store = state.store
-        self.enabled = bool(getattr(options, "annotators", None))
+        self.enabled = bool(getattr(options, "annotators", None) or getattr(options, "hf_annotators", None))
         self.folder = store_folder(self.store) if self.store is not None else None
         self.review: DatasetReview | None = None
         self.submissions: ReviewQueue | None = None

@@ -23,11 +23,11 @@ from fastapi.responses import JSONResponse, RedirectResponse  # noqa: E402
 from age_model.ui.guard import GuardMiddleware, GuardPolicy  # noqa: E402
 
 from age_model.ui.predict import build_predict_tab  # noqa: E402
-from age_model.ui.state import REPO_ROOT, AppState  # noqa: E402
+from age_model.resources import EXAMPLES_DIR  # noqa: E402
+from age_model.ui.state import AppState  # noqa: E402
 
 logger = logging.getLogger(__name__)
 
-EXAMPLES_DIR = REPO_ROOT / "examples"
 TITLE = "agecheck: how old does this face look?"
 
 
@@ -42,6 +42,7 @@ class ServerOptions:
     threshold: float = 25.0
     annotators: dict[str, str] = field(default_factory=dict)  # user -> password
     annotators_file: str | None = None  # where they were read from: never served
+    hf_annotators: tuple[str, ...] = ()  # Hugging Face user names allowed through a Space's OAuth sign-in
     review: str | None = None
     examples: str | None = None
     queue_size: int = 32
@@ -66,6 +67,8 @@ def build_demo(state: AppState, options: ServerOptions) -> gr.Blocks:
     with gr.Blocks(title=TITLE, delete_cache=_delete_cache(options)) as demo:
         gr.Markdown(f"# {TITLE}\nUpload a photo, paste one, or use the webcam. Every face gets an age estimate, "
                     f"its uncertainty and a Challenge-{options.threshold:g} verdict. Annotators: [review labels](/annotate).")
+        if options.hf_annotators:  # on a Space: annotators sign in with Hugging Face, then open /annotate
+            gr.LoginButton("Annotators: sign in with Hugging Face", size="sm", elem_id="hf_login")
         with gr.Tab("Predict"):
             build_predict_tab(state, example_photos(options.examples))
         with gr.Tab("Age groups"):
@@ -143,13 +146,21 @@ def create_app(options: ServerOptions, state: AppState | None = None) -> FastAPI
     def annotate_without_slash() -> RedirectResponse:  # else the demo mounted at / answers 404
         return RedirectResponse("annotate/")
 
+    annotator_login = None  # Hugging Face sign-in on a Space instead of passwords (age_model/ui/hf_login.py)
+    if options.hf_annotators:
+        from age_model.ui import hf_login
+
+        if options.annotators:
+            raise hf_login.HfLoginError("Annotators sign in either with passwords (--annotators) or with Hugging Face "
+                                        "(--hf-annotators), not both.")
+        annotator_login = hf_login.enable(app, options.hf_annotators)
     common = dict(max_file_size=options.max_file_size, show_error=True, run_history=False, footer_links=["api"],
                   blocked_paths=private_paths(state, options))
     auth = list(options.annotators.items()) or None
     from age_model.ui.annotate import CSS_PATHS, HEAD_PATHS  # keyboard shortcuts and styles: Gradio 6 takes them at mount
 
     annotator_app, demo = build_annotator_app(state, options), build_demo(state, options)
-    app = gr.mount_gradio_app(app, annotator_app, path="/annotate", auth=auth,
+    app = gr.mount_gradio_app(app, annotator_app, path="/annotate", auth=auth, auth_dependency=annotator_login,
                               auth_message="agecheck annotators: log in with the name and password you were given.",
                               head_paths=HEAD_PATHS, css_paths=CSS_PATHS, **common)
     app = gr.mount_gradio_app(app, demo, path="/", **common)

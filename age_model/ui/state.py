@@ -9,14 +9,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-
+from age_model.feedback.urls import DEFAULT_URL
 from age_model.ui.errors import user_error
 
 logger = logging.getLogger(__name__)
-
-REPO_ROOT = Path(__file__).resolve().parents[2]
-DEFAULT_MODEL = REPO_ROOT / "models" / "agecheck-default"
-DEFAULT_STORE = "sqlite:///feedback_data/feedback.db"
 
 HOW_TO_GET_A_MODEL = (
     "Train one: `python train.py --data ../shared/data/utkface --base-model ../shared/weights/efficientnet-lite0 "
@@ -25,18 +21,13 @@ HOW_TO_GET_A_MODEL = (
 )
 
 
-def resolve_model(cli_value: str | None) -> str:
-    """`--model` beats the `AGE_MODEL` environment variable beats the model shipped in the repo."""
-    return cli_value or os.environ.get("AGE_MODEL") or str(DEFAULT_MODEL)
-
-
 @dataclass
 class AppState:
     """Loaded once at start-up; every request reads it."""
 
     model: str
     threshold: float = 25.0
-    store_url: str = DEFAULT_STORE
+    store_url: str = DEFAULT_URL
     predictor: Any = None
     model_error: str | None = None
     store: Any = None
@@ -47,7 +38,7 @@ class AppState:
     pseudonym_key: bytes = field(default_factory=lambda: pseudonym_key(), repr=False)
 
     @classmethod
-    def load(cls, model: str, store_url: str = DEFAULT_STORE, threshold: float = 25.0) -> "AppState":
+    def load(cls, model: str, store_url: str = DEFAULT_URL, threshold: float = 25.0) -> "AppState":
         """Load what can be loaded; what cannot is explained in the page instead of crashing the app."""
         state = cls(model=model, store_url=store_url, threshold=threshold)
         try:

@@ -7,17 +7,9 @@ import datasets
 import evaluate
 import numpy as np
 
-# Age bands (lower bound inclusive, upper exclusive) and their metric-name suffixes.
-AGE_BANDS = (
-    ("under13", 0, 13),
-    ("13_17", 13, 18),
-    ("18_24", 18, 25),
-    ("25_34", 25, 35),
-    ("35_44", 35, 45),
-    ("45_54", 45, 55),
-    ("55_64", 55, 65),
-    ("65plus", 65, float("inf")),
-)
+from age_model.ages import AGE_BANDS
+from age_model.policy import asks_for_id
+
 
 _DESCRIPTION = """
 Errors of an age estimator in years. Besides MAE and RMSE:
@@ -72,8 +64,9 @@ def age_errors(pred: np.ndarray, true: np.ndarray, threshold: float = 25.0, cs_y
         out[f"mae_{name}"] = float(err[in_band].mean()) if in_band.any() else float("nan")
     minors = true < 18
     adults = true >= threshold
-    out["minors_passed_rate"] = float((pred[minors] >= threshold).mean()) if minors.any() else float("nan")
-    out["adults_flagged_rate"] = float((pred[adults] < threshold).mean()) if adults.any() else float("nan")
+    asked = np.asarray(asks_for_id(pred, 0.0, threshold), dtype=bool)  # the app's rule on the point estimate
+    out["minors_passed_rate"] = float((~asked[minors]).mean()) if minors.any() else float("nan")
+    out["adults_flagged_rate"] = float(asked[adults].mean()) if adults.any() else float("nan")
     out["threshold"] = float(threshold)
     out["n"] = int(err.size)
     return out
