@@ -41,6 +41,7 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
+from age_model.ages import AGE_RANGE
 from age_model.feedback import FeedbackError, FeedbackStore, Label, Status, UPLOAD_SOURCES, Vote, aggregate, agreement
 from age_model.feedback.store import DEFAULT_CLAIM_TTL
 from age_model.feedback.validate import check_annotator
@@ -535,7 +536,7 @@ class ReviewQueue:
                     raise NothingToConfirmError("This item has no label to confirm: type the age you see and press "
                                                 "Correct (Enter).")
             elif age is None or age == "":
-                raise ReviewError("Type the age you see (0-120 years), then press Correct or Enter.")
+                raise ReviewError(f"Type the age you see ({AGE_RANGE[0]:g}-{AGE_RANGE[1]:g} years), then press Correct or Enter.")
             return entry, age
 
     def _vote_records(self, entry: _Entry, age: Any, name: str, note: str | None) -> list[dict[str, Any]]:

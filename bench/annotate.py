@@ -171,7 +171,7 @@ def bench_backend(url: str, args: argparse.Namespace) -> dict[str, object]:
 
 
 def bench_cold_start(args: argparse.Namespace) -> dict[str, float]:
-    from age_model.predict import default_model
+    from age_model.resources import default_model
     from age_model.predictor import AgePredictor
     from age_model.review_scoring import DatasetReview, ScoreCache
 

@@ -30,6 +30,7 @@ from typing import Any
 import gradio as gr
 import pandas as pd
 
+from age_model.ages import AGE_RANGE
 from age_model.feedback import FeedbackError, is_public_submitter
 from age_model.review import ReviewItem, ReviewQueue
 from age_model.review_scoring import CLAIM_TTL, DatasetReview, ScoreCache, SubmissionScores, model_key, store_folder
@@ -393,8 +394,9 @@ def build_annotate_app(state: AppState, options: Any) -> gr.Blocks:
                             label = gr.Number(label="Current label (years)", interactive=False, elem_id="ann_label")
                             model = gr.Textbox(label="Model estimate ± spread", interactive=False, elem_id="ann_model")
                         confirm = gr.Button("Confirm label  [C]", variant="primary", elem_id="ann_confirm")
-                        age = gr.Number(label="Age you see (years)", minimum=0, maximum=120, precision=0, elem_id="ann_age")
-                        age_slider = gr.Slider(0, 120, value=30, step=1, label="or drag", elem_id="ann_age_slider")
+                        age = gr.Number(label="Age you see (years)", minimum=AGE_RANGE[0], maximum=AGE_RANGE[1], precision=0,
+                                        elem_id="ann_age")
+                        age_slider = gr.Slider(*AGE_RANGE, value=30, step=1, label="or drag", elem_id="ann_age_slider")
                         correct = gr.Button("Correct to this age  [Enter in the box]", elem_id="ann_correct")
                         with gr.Row():
                             skip = gr.Button("Skip  [S]", size="sm", min_width=60, elem_id="ann_skip")
