@@ -13,7 +13,7 @@ import pytest
 
 from age_model.feedback import FeedbackError, FeedbackStore, Status
 from age_model.feedback.cli import main
-from age_model.feedback.export import export_feedback
+from age_model.publish import export_feedback
 from age_model.feedback.merge import apply_feedback
 from tests.feedback_support import make_image
 
@@ -143,7 +143,7 @@ def test_cli(store_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, ca
     assert main(["fsck", "--store", store_url, "--clean", "--grace", "0"]) == 0
 
     pushed = {}
-    monkeypatch.setattr("age_model.feedback.export.push_export",
+    monkeypatch.setattr("age_model.publish.push_export",
                         lambda folder, repo_id, private: pushed.update(folder=folder, repo_id=repo_id, private=private) or "url")
     out = tmp_path / "exp"
     assert main(["export", str(out), "--store", store_url, "--push-to-hub", "org/feedback"]) == 0
@@ -168,7 +168,7 @@ def test_cli_errors_and_help(tmp_path: Path, capsys: pytest.CaptureFixture[str])
 
 
 def test_push_export_goes_through_the_hub_module(store: FeedbackStore, tmp_path: Path) -> None:
-    from age_model.feedback.export import push_export
+    from age_model.publish import push_export
 
     calls = {}
 

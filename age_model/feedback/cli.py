@@ -21,7 +21,7 @@ def _open(args: argparse.Namespace, *, create: bool = False) -> Any:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    from .export import export_feedback, push_export
+    from age_model.publish import export_feedback, push_export  # the CLI may publish; the store does not
 
     with _open(args) as store:
         result = export_feedback(store, args.out, include_dataset_images=args.include_dataset_images,

@@ -1,26 +1,8 @@
-"""Export the feedback store as a Hugging Face dataset folder, and push it to the Hub.
+"""The feedback store as data: one row per labelled sample (``feedback_dataset``), every vote behind
+them, pseudonyms for the annotators, and the figures a card reports (``feedback_stats``).
 
-Layout of ``OUT`` (``datasets.load_dataset(OUT)`` reads it; so does the Hub viewer)::
-
-    OUT/README.md                            dataset card, numbers computed from the store
-    OUT/data/train-00000-of-00001.parquet    one row per labelled sample: config ``default``, split ``train``
-    OUT/votes/votes-00000-of-00001.parquet   every vote behind those samples: config ``votes``
-        load_dataset(OUT, "votes"), or load_dataset("parquet", data_files=f"{OUT}/votes/*.parquet")
-
-The card declares two ``configs``: ``default`` (the labelled samples, ``data/train-*``) and
-``votes`` (every annotator's votes, ``votes/*``), so ``load_dataset(REPO, "votes")`` works on the Hub.
-The file names stay fixed so that a scheduled push replaces the files on the Hub (it never deletes
-any). Locally, ``datasets`` 5.2 caches a folder with YAML configs by its *name* and config list, not
-its content: after a re-export into a folder of the same name, read it with
-``load_dataset("parquet", data_files=...)`` (as ``merge.load_feedback`` and ``train.py --feedback``
-do) or ``download_mode="force_redownload"``; the Annotate page exports into a new folder each time.
-The card ends with a hash of the exported files.
-Annotator names are pseudonyms (``annotator-1``, ... in the order of their first vote, ``public-1``,
-... for the public page's pseudonymous reporters) unless ``real_names=True`` (``--real-names``), so a
-public push never names the team. The card carries the annotation guidelines and the agreement
-(mean difference, share within 5 years, Krippendorff's alpha), overall and per source.
-
-What is exported, and why:
+Publishing those rows (the export folder with its card, the push to the Hub) is ``age_model.publish``:
+the store knows nothing of cards or the Hub. What is exported, and why:
 - Stakeholder uploads (source ``upload``/``webcam``) only with consent: the image bytes as stored
   (metadata already stripped by the app), ``consent=True``.
 - Samples of third-party data sets (UTKFace, APPA-REAL, ...) as *corrections only*: ``id`` (the
@@ -34,20 +16,13 @@ What is exported, and why:
 
 from __future__ import annotations
 
-import hashlib
 import logging
-import shutil
-import uuid
 from collections import Counter
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
 import datasets
-
-from age_model.cards import render_feedback_card
-from age_model.hub import push_feedback
 
 from .aggregate import active_votes, agreement, krippendorff_alpha
 from .records import UPLOAD_SOURCES, Status, is_public_submitter
@@ -56,8 +31,6 @@ from .store import FeedbackStore
 logger = logging.getLogger(__name__)
 
 DEFAULT_LICENSE = "agecheck-consent-terms"
-DATA_FILE = "data/train-00000-of-00001.parquet"
-VOTES_FILE = "votes/votes-00000-of-00001.parquet"
 FEATURES = datasets.Features({
     "image": datasets.Image(),
     "id": datasets.Value("string"),
@@ -88,15 +61,6 @@ VOTE_FEATURES = datasets.Features({
 })
 
 
-@dataclass(frozen=True)
-class ExportResult:
-    """Where the export went and what it holds."""
-
-    path: Path
-    num_rows: int
-    stats: dict[str, Any]
-
-
 def is_upload(source: str) -> bool:
     return source in UPLOAD_SOURCES
 
@@ -123,15 +87,15 @@ def feedback_records(store: FeedbackStore, *, include_dataset_images: bool = Fal
 
 def feedback_dataset(store: FeedbackStore, *, include_dataset_images: bool = False) -> datasets.Dataset:
     """The export's main table as an in-memory ``datasets.Dataset`` (``image`` is an Image feature)."""
-    return _table(feedback_records(store, include_dataset_images=include_dataset_images), FEATURES)
+    return rows_to_table(feedback_records(store, include_dataset_images=include_dataset_images), FEATURES)
 
 
-def _table(rows: list[dict[str, Any]], features: datasets.Features) -> datasets.Dataset:
+def rows_to_table(rows: list[dict[str, Any]], features: datasets.Features) -> datasets.Dataset:
     """Rows as a Dataset with fixed features; an empty list gives an empty table, not an error."""
     return datasets.Dataset.from_dict({k: [r[k] for r in rows] for k in features}, features=features)
 
 
-def _vote_rows(store: FeedbackStore, sample_ids: set[str]) -> list[dict[str, Any]]:
+def vote_rows(store: FeedbackStore, sample_ids: set[str]) -> list[dict[str, Any]]:
     rows = []
     for sample_id, votes in sorted(store.votes_by_sample(sorted(sample_ids)).items()):
         for v in votes:
@@ -148,10 +112,7 @@ def agreement_with_alpha(votes_by_sample: dict[str, list[Any]]) -> dict[str, Any
     return {**agreement(votes_by_sample), "alpha": krippendorff_alpha(votes_by_sample)}
 
 
-CONFIGS = [
-    {"config_name": "default", "data_files": [{"split": "train", "path": DATA_FILE}], "default": True},
-    {"config_name": "votes", "data_files": [{"split": "train", "path": VOTES_FILE}]},
-]
+
 
 
 def pseudonyms(store: FeedbackStore) -> dict[str, str]:
@@ -167,7 +128,7 @@ def pseudonyms(store: FeedbackStore) -> dict[str, str]:
     return names
 
 
-def _rename(stats: dict[str, Any], names: dict[str, str]) -> dict[str, Any]:
+def rename_annotators(stats: dict[str, Any], names: dict[str, str]) -> dict[str, Any]:
     """The card's stats with annotator names replaced."""
     out = dict(stats)
     out["annotators"] = {names.get(k, k): v for k, v in stats["annotators"].items()}
@@ -216,55 +177,3 @@ def feedback_stats(store: FeedbackStore, *, license: str = DEFAULT_LICENSE) -> d
     }
 
 
-def export_feedback(
-    store: FeedbackStore | str, out: str | Path, *, include_dataset_images: bool = False,
-    license: str = DEFAULT_LICENSE, overwrite: bool = False, real_names: bool = False,
-) -> ExportResult:
-    """Write the export folder atomically (built beside ``out``, renamed into place at the end).
-    Annotators appear under pseudonyms unless ``real_names``."""
-    own = isinstance(store, str)
-    store_ = FeedbackStore(store) if isinstance(store, str) else store
-    out = Path(out)
-    try:
-        if out.exists() and (not out.is_dir() or any(out.iterdir())) and not overwrite:
-            raise FileExistsError(f"{out} exists and is not empty; pass overwrite=True (--overwrite) to replace it")
-        out.parent.mkdir(parents=True, exist_ok=True)
-        tmp = out.parent / f".{out.name}.tmp-{uuid.uuid4().hex[:8]}"
-        try:
-            (tmp / "data").mkdir(parents=True)
-            (tmp / "votes").mkdir()
-            table = feedback_dataset(store_, include_dataset_images=include_dataset_images)
-            table.to_parquet(str(tmp / DATA_FILE))
-            votes = _vote_rows(store_, set(table["id"]))
-            names = {} if real_names else pseudonyms(store_)
-            for vote in votes:
-                vote["annotator"] = names.get(vote["annotator"], vote["annotator"])
-            _table(votes, VOTE_FEATURES).to_parquet(str(tmp / VOTES_FILE))
-            stats = feedback_stats(store_, license=license)
-            digest = hashlib.sha256()
-            for name in (DATA_FILE, VOTES_FILE):
-                digest.update((tmp / name).read_bytes())
-            stats.update(num_rows=len(table), include_dataset_images=include_dataset_images, configs=CONFIGS,
-                         pseudonymous=not real_names, fingerprint=digest.hexdigest()[:16])
-            render_feedback_card(_rename(stats, names) if names else stats).save(str(tmp / "README.md"))
-            if out.exists():
-                shutil.rmtree(out)
-            tmp.rename(out)
-        finally:
-            shutil.rmtree(tmp, ignore_errors=True)
-    finally:
-        if own:
-            store_.close()
-    logger.info("exported %d rows to %s", len(table), out)
-    return ExportResult(path=out, num_rows=len(table), stats=stats)
-
-
-def push_export(
-    folder: str | Path, repo_id: str, *, private: bool = True, token: str | None = None, api: Any = None,
-) -> str:
-    """Upload an export folder to a Hub dataset repo (private by default: face photos) through
-    ``age_model.hub.push_feedback``: token lookup, staging without local-only files, one clear error."""
-    folder = Path(folder)
-    if not (folder / "README.md").is_file() or not (folder / DATA_FILE).is_file():
-        raise FileNotFoundError(f"{folder} is not a feedback export (README.md and {DATA_FILE} expected)")
-    return push_feedback(folder, repo_id, private=private, token=token, api=api)

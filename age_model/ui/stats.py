@@ -83,7 +83,7 @@ def export_command(store: Any, out: Path) -> str:
 
 def export_now(backend: Any, request: gr.Request | None) -> str:
     """Write a new export folder under the store's folder and say where (nothing is overwritten)."""
-    from age_model.feedback.export import export_feedback
+    from age_model.publish import export_feedback
 
     user = backend.user(request)
     stamp = datetime.now(UTC).strftime("%Y%m%d-%H%M%S")
@@ -144,7 +144,7 @@ def start_scheduled_push(store: Any, folder: Path, repo_id: str, every_minutes: 
     """
 
     def run() -> None:
-        from age_model.feedback.export import export_feedback
+        from age_model.publish import export_feedback
         from age_model.hub import make_feedback_scheduler
 
         last: list[tuple[int, int] | None] = [None]
