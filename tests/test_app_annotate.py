@@ -3,8 +3,7 @@ and bob), refusals without a login, Stats and export, the score cache, the sched
 a Hub, and once in a real browser (Debian chromium): log in, correct an item with the keyboard,
 see progress move.
 
-`python -m tests.test_app_annotate screenshot` retakes docs/screenshots/annotate.png from a store
-holding only the public-domain example photo (never the research-only fixture faces).
+docs/screenshots/annotate.png is retaken by `python -m tests.test_annotate_browser screenshot`.
 """
 
 from __future__ import annotations
@@ -14,8 +13,6 @@ import logging
 import os
 import re
 import socket
-import sys
-import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -29,8 +26,6 @@ from age_model.feedback import FeedbackStore  # noqa: E402
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 ARTIFACTS = REPO_ROOT / "tests" / "_artifacts"
-README_SHOT = REPO_ROOT / "docs" / "screenshots" / "annotate.png"
-EXAMPLE_PHOTO = REPO_ROOT / "examples" / "astronaut-eileen-collins.jpg"
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                  "--disable-background-networking", "--disable-component-update", "--disable-sync"]
@@ -53,9 +48,19 @@ def app(tiny_model_dir: Path, fixture_dir: Path, tmp_path_factory: pytest.TempPa
     store = f"sqlite:///{work}/fb.db"
     options = ServerOptions(model=str(tiny_model_dir), store=store, annotators=dict(USERS), review=str(fixture_dir),
                             port=free_port())
+    import age_model.review_scoring as scoring
+
+    delay, scoring.SCORE_DELAY_S = scoring.SCORE_DELAY_S, 0.0  # score at once: these tests check the scored order
     server = BackgroundServer(options)
-    with server as url:
-        yield {"url": url, "store": store, "work": work, "server": server, "options": options}
+    try:
+        with server as url:
+            deadline = time.monotonic() + 60
+            while time.monotonic() < deadline and sum(
+                    len(f.read_text().splitlines()) for f in (work / "review_scores").glob("*.jsonl")) < 16:
+                time.sleep(0.2)
+            yield {"url": url, "store": store, "work": work, "server": server, "options": options}
+    finally:
+        scoring.SCORE_DELAY_S = delay
 
 
 def client(app: dict, user: str | None):
@@ -103,11 +108,11 @@ def test_login_is_required(app):
 
 
 def test_queue_hands_out_worst_first_and_records_confirm_correct_undo_skip(alice, store, app):
-    first = alice.predict("dataset", api_name="/next")
+    first = alice.predict("dataset", "", api_name="/next")
     assert re.fullmatch(r"[0-9a-f]{64}", first[SID]) and first[IMAGE].startswith("<img src=\"data:image/jpeg;base64,")  # inline: no public file
     assert re.fullmatch(r"\d+(\.\d)? ± \d+(\.\d)?", first[MODEL]), first[MODEL]
     assert "suspicion" in first[INFO] and "alice" in first[PROGRESS]
-    assert alice.predict("dataset", api_name="/next")[SID] == first[SID]  # the held item, not a new one
+    assert alice.predict("dataset", "", api_name="/next")[SID] == first[SID]  # the held item, not a new one
     suspicion = float(re.search(r"suspicion ([\d.]+)", first[INFO]).group(1))
 
     after_confirm = alice.predict("dataset", first[SID], api_name="/confirm")
@@ -146,8 +151,8 @@ def test_queue_hands_out_worst_first_and_records_confirm_correct_undo_skip(alice
 def test_two_annotators_never_share_an_item(alice, bob, store):
     from gradio_client.exceptions import AppError
 
-    mine = alice.predict("dataset", api_name="/next")[SID]
-    theirs = bob.predict("dataset", api_name="/next")[SID]
+    mine = alice.predict("dataset", "", api_name="/next")[SID]
+    theirs = bob.predict("dataset", "", api_name="/next")[SID]
     assert mine and theirs and mine != theirs
     claims = store.active_claims()
     assert claims[mine][0] == "alice" and claims[theirs][0] == "bob"
@@ -163,17 +168,19 @@ def test_submissions_queue_and_stats(alice, bob, store):
     buffer = io.BytesIO()
     Image.new("RGB", (96, 96), (200, 150, 120)).save(buffer, format="JPEG")
     upload = store.add_upload(buffer.getvalue(), 30, "stakeholder", consent=True, model_age=22.0, model_version="test")
-    item = alice.predict("submissions", api_name="/next")
+    item = alice.predict("submissions", "", api_name="/next")
     assert item[SID] == upload.sample_id and item[LABEL] == 30.0
     alice.predict("submissions", upload.sample_id, 31, api_name="/correct")
     assert active_votes(store, "alice")[upload.sample_id] == 31.0
-    assert bob.predict("submissions", api_name="/next")[SID] == ""  # two agreeing votes settled it: nothing left
+    assert bob.predict("submissions", "", api_name="/next")[SID] == ""  # two agreeing votes settled it: nothing left
 
-    summary, annotators, statuses = alice.predict("dataset", api_name="/stats")
+    summary, annotators, statuses, sources = alice.predict("dataset", api_name="/stats")
     assert "16 items" in summary and "The whole store" in summary
     per = {row[0]: row[1] for row in annotators["data"]}
     assert per["alice"] >= 1 and per["bob"] >= 1
     assert sum(row[1] for row in statuses["data"]) == 16
+    by_source = {row[0]: row for row in sources["data"]}
+    assert by_source["upload"][1] == 1 and by_source["upload"][5] != "–"  # two annotators on the upload: an alpha
 
 
 def test_export_writes_a_new_dataset_folder(alice, app):
@@ -190,7 +197,7 @@ def test_export_writes_a_new_dataset_folder(alice, app):
 
 
 def test_scores_are_cached_per_model_beside_the_store(app, tiny_model_dir, fixture_dir):
-    from age_model.ui.annotate import DatasetReview, ScoreCache
+    from age_model.review_scoring import DatasetReview, ScoreCache
     from age_model.ui.state import AppState
 
     caches = list((app["work"] / "review_scores").glob("*-cropped.jsonl"))
@@ -216,7 +223,7 @@ def test_without_annotators_every_action_refuses(app):
         from gradio_client import Client
 
         anonymous = Client(f"{url}/annotate/", verbose=False, analytics_enabled=False)
-        for endpoint, args in (("/next", ["submissions"]), ("/confirm", ["submissions", "0" * 64]),
+        for endpoint, args in (("/next", ["submissions", ""]), ("/confirm", ["submissions", "0" * 64]),
                                ("/undo", ["submissions", ""]), ("/export", [])):
             with pytest.raises(AppError, match="--annotators FILE"):
                 anonymous.predict(*args, api_name=endpoint)
@@ -292,44 +299,21 @@ def test_browser_login_correct_with_keyboard_and_see_progress(app, store, tmp_pa
             context.close()
 
 
-# ----------------------------------------------------------------------------- README screenshot
+# runs last: its confirms settle most of the fixture
+def test_bulk_grid_through_the_api(bob, store):
+    from gradio_client.exceptions import AppError
 
-
-def take_readme_screenshot(dest: Path = README_SHOT) -> Path:
-    """docs/screenshots/annotate.png: the submissions queue of a store seeded with the public-domain
-    example photo's face crop only, with the shipped model, else a tiny random one."""
-    from PIL import Image
-    from playwright.sync_api import expect, sync_playwright
-
-    from age_model.predictor import AgePredictor
-    from age_model.ui.predict import lossless_bytes
-    from age_model.ui.server import BackgroundServer, ServerOptions
-    from tests.conftest import make_tiny_model
-
-    work = Path(tempfile.mkdtemp(prefix="agecheck-annotate-shot-"))
-    shipped = REPO_ROOT / "models" / "agecheck-default"
-    model = shipped if (shipped / "config.json").is_file() else make_tiny_model(work / "tiny")
-    predictor = AgePredictor(model)
-    faces, crops = predictor.find_faces(Image.open(EXAMPLE_PHOTO).convert("RGB"))
-    ages, _ = predictor.predict_crops(crops[:1])
-    store_url = f"sqlite:///{work}/fb.db"
-    with FeedbackStore(store_url) as store:  # two votes 12 years apart: the item needs another look
-        upload = store.add_upload(lossless_bytes(crops[0]), 41, "stakeholder", consent=True, model_age=float(ages[0]), strip=False,
-                                  model_version=model.name, original_name=EXAMPLE_PHOTO.name)
-        store.add_vote(upload.sample_id, 53, "bob")
-    options = ServerOptions(model=str(model), store=store_url, annotators={"alice": "pw1"}, port=free_port())
-    with BackgroundServer(options) as url, sync_playwright() as playwright:
-        context = launch(playwright, work / "profile")
-        page = context.new_page()
-        log_in(page, url, "alice")
-        expect(page.locator("#ann_image img")).to_be_visible(timeout=20_000)
-        expect(page.locator("#ann_progress")).to_contain_text("alice")
-        time.sleep(0.5)
-        dest.parent.mkdir(parents=True, exist_ok=True)
-        page.screenshot(path=str(dest), full_page=True)
-        context.close()
-    return dest
-
-
-if __name__ == "__main__" and sys.argv[1:] == ["screenshot"]:
-    print(take_readme_screenshot())
+    cards, ids, _, message = bob.predict("dataset", api_name="/grid")
+    on_screen = ids.split(",")
+    assert 2 <= len(on_screen) <= 12 and cards.count('class="bulk-card"') == len(on_screen) and "bob" in message
+    claims = store.active_claims()
+    assert all(claims[i][0] == "bob" for i in on_screen)  # the grid's items are bob's while he looks
+    before = active_votes(store, "bob")
+    _, _, _, message = bob.predict("dataset", ids, ["1"], api_name="/grid_confirm")
+    assert f"Confirmed {len(on_screen) - 1} label" in message
+    added = {k: v for k, v in active_votes(store, "bob").items() if k not in before}
+    assert set(added) == set(on_screen[1:])  # all but the marked one, each at its label
+    assert store.active_claims()[on_screen[0]][0] == "bob"  # the marked one waits for bob on the Annotate tab
+    assert bob.predict("dataset", "", api_name="/next")[SID] == on_screen[0]
+    with pytest.raises(AppError, match="at most 12"):
+        bob.predict("dataset", ",".join(["0" * 64] * 13), [], api_name="/grid_confirm")

@@ -13,7 +13,7 @@ import pytest
 
 from age_model.feedback import FeedbackError, FeedbackStore, Status
 from age_model.feedback.cli import main
-from age_model.feedback.export import export_feedback
+from age_model.publish import export_feedback
 from age_model.feedback.merge import apply_feedback
 from tests.feedback_support import make_image
 
@@ -75,7 +75,8 @@ def test_export_round_trip(store: FeedbackStore, fixture_dir: Path, tmp_path: Pa
     with pytest.raises(FileExistsError):
         export_feedback(store, out)
     again = export_feedback(store, out, overwrite=True, include_dataset_images=True)
-    with_images = {r["id"]: r["image"] for r in datasets.load_dataset(str(again.path), split="train").cast_column("image", datasets.Image(decode=False))}
+    reloaded = datasets.load_dataset("parquet", data_files=str(again.path / "data" / "*.parquet"), split="train")  # same folder
+    with_images = {r["id"]: r["image"] for r in reloaded.cast_column("image", datasets.Image(decode=False))}
     assert with_images[ids["fgnet18"]]["bytes"] == (fixture_dir / "images" / FGNET18).read_bytes()
     assert with_images[ids["utk24"]] is None  # known by id only: nothing to include
     assert not list(tmp_path.glob(".export.tmp-*"))
@@ -142,7 +143,7 @@ def test_cli(store_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, ca
     assert main(["fsck", "--store", store_url, "--clean", "--grace", "0"]) == 0
 
     pushed = {}
-    monkeypatch.setattr("age_model.feedback.export.push_export",
+    monkeypatch.setattr("age_model.publish.push_export",
                         lambda folder, repo_id, private: pushed.update(folder=folder, repo_id=repo_id, private=private) or "url")
     out = tmp_path / "exp"
     assert main(["export", str(out), "--store", store_url, "--push-to-hub", "org/feedback"]) == 0
@@ -167,7 +168,7 @@ def test_cli_errors_and_help(tmp_path: Path, capsys: pytest.CaptureFixture[str])
 
 
 def test_push_export_goes_through_the_hub_module(store: FeedbackStore, tmp_path: Path) -> None:
-    from age_model.feedback.export import push_export
+    from age_model.publish import push_export
 
     calls = {}
 
@@ -194,3 +195,26 @@ def test_apply_feedback_refuses_a_store_that_does_not_exist(tmp_path: Path) -> N
     with pytest.raises(FeedbackError):
         apply_feedback(datasets.DatasetDict(), f"sqlite:///{missing}")
     assert not missing.exists()
+
+
+def test_export_declares_the_votes_config_with_pseudonyms_guidelines_and_alpha(store: FeedbackStore, tmp_path: Path) -> None:
+    import yaml
+
+    first = store.add_upload(make_image(10), 30, "alice", consent=True, model_age=31)
+    store.add_vote(first.sample_id, 33, "bob")
+    second = store.add_upload(make_image(11), 60, "alice", consent=True, model_age=58)
+    store.add_vote(second.sample_id, 62, "bob")
+    store.add_upload(make_image(12), 40, "public:0123456789ab", consent=True, model_age=41)  # a stranger's report
+    # datasets caches a local folder with YAML configs by its name and config list: a name of its own
+    out = export_feedback(store, tmp_path / f"votes-config-{store.location.backend}-{tmp_path.name}").path
+    card = (out / "README.md").read_text()
+    meta = yaml.safe_load(card.split("---")[1])
+    assert [c["config_name"] for c in meta["configs"]] == ["default", "votes"]
+    votes = datasets.load_dataset(str(out), "votes", split="train")
+    assert set(votes["annotator"]) == {"annotator-1", "annotator-2", "public-1"}  # in the order of first votes
+    assert "alice" not in card and "bob" not in card and "annotator-1" in card
+    assert "Annotation guidelines" in card and "Krippendorff's alpha (interval) 0.99" in card
+    assert len(datasets.load_dataset(str(out), split="train")) == 3  # the default config: labelled samples
+    named = export_feedback(store, tmp_path / "named", real_names=True).path
+    assert set(datasets.load_dataset("parquet", data_files=str(named / "votes" / "*.parquet"), split="train")["annotator"]) == {
+        "alice", "bob", "public:0123456789ab"}

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import math
 import multiprocessing.pool
+from dataclasses import replace
 from types import SimpleNamespace
 
 import datasets
@@ -122,3 +123,136 @@ def test_annotators_in_separate_processes_never_share_an_item(
         got = spawn_pool.starmap(next_worker, [(store_url, f"r{w}") for w in range(4)])
         assert None not in got and len(set(got)) == 4
         assert next_worker(store_url, "r9") is None  # everything is claimed
+
+
+def test_the_queue_enforces_the_rules_not_the_caller(store: FeedbackStore) -> None:
+    from age_model.review import AlreadyVotedError, HeldByOtherError, NothingToConfirmError, ReviewError
+
+    ds = small_dataset()
+    queue = ReviewQueue.for_dataset(store, ds, predictions=(MODEL, SPREAD), source="utkface")
+    ann = queue.next("ann")
+    with pytest.raises(HeldByOtherError, match="ann is reviewing this item"):
+        queue.submit(ann, 30, "bob")
+    with pytest.raises(ReviewError, match="Type the age"):
+        queue.submit(ann, None, "ann")
+    queue.submit(ann, None, "ann", confirm=True)  # confirm records the label shown
+    assert store.votes(ann.sample_id)[-1].age == LABELS[ann.index]
+    with pytest.raises(AlreadyVotedError):
+        queue.submit(ann, 31, "ann")
+    moved = queue.next("ann")
+    assert queue.next("ann", after=moved.sample_id).sample_id != moved.sample_id  # Next moves on
+    assert moved.sample_id not in store.active_claims()
+    unlabelled = ReviewQueue(store, [replace(queue.candidate(moved.sample_id), original_label=None)])
+    with pytest.raises(NothingToConfirmError):
+        unlabelled.submit(unlabelled.next("carol"), annotator="carol", confirm=True)
+    assert store.votes(moved.sample_id) == []  # nothing was written by any refusal
+
+
+def test_votes_from_another_process_reach_the_queue_per_click(store: FeedbackStore) -> None:
+    ds = small_dataset()
+    mine = ReviewQueue.for_dataset(store, ds, predictions=(MODEL, SPREAD), source="utkface")
+    other = ReviewQueue.for_dataset(store, ds, predictions=(MODEL, SPREAD), source="utkface")  # another server
+    item = other.next("bob")
+    other.submit(item, None, "bob", confirm=True)
+    assert item.sample_id not in [i.sample_id for i in mine.items()]  # settled elsewhere: gone here too
+    assert mine.progress().done == 1 and mine.progress().per_annotator == {"bob": 1}
+    retraction, back = other.undo("bob")
+    assert back.sample_id == item.sample_id and retraction.retracts is not None
+    assert mine.progress().done == 0
+
+
+def test_bulk_batch_confirms_in_one_go_and_refuses_all_or_nothing(store: FeedbackStore) -> None:
+    from age_model.review import AlreadyVotedError
+
+    queue = ReviewQueue.for_dataset(store, small_dataset(), predictions=(MODEL, SPREAD), source="utkface")
+    grid = queue.batch("ann", 4)
+    assert [i.index for i in grid] == ORDER[:4] and len({i.sample_id for i in grid}) == 4
+    assert queue.batch("bob", 12) and not {i.sample_id for i in queue.batch("bob", 12)} & {i.sample_id for i in grid}
+    votes = queue.submit_batch("ann", [(grid[0].sample_id, None), (grid[1].sample_id, None), (grid[2].sample_id, 33)])
+    assert [v.age for v in votes] == [LABELS[grid[0].index], LABELS[grid[1].index], 33.0]
+    with pytest.raises(AlreadyVotedError):
+        queue.submit_batch("ann", [(grid[3].sample_id, None), (grid[0].sample_id, None)])
+    assert store.votes(grid[3].sample_id) == []  # the good half of a refused batch is not written either
+
+
+def conflict_dataset(tmp_path) -> datasets.Dataset:
+    """Three rows: two near-duplicates of one face labelled 19 and 35 (one re-encoded), and another face."""
+    import io
+
+    from PIL import Image
+
+    def encoded(image: Image.Image, quality: int) -> bytes:
+        buffer = io.BytesIO()
+        image.save(buffer, format="JPEG", quality=quality)
+        return buffer.getvalue()
+
+    face = Image.linear_gradient("L").resize((64, 64)).convert("RGB")  # dark to light, top to bottom
+    other = face.rotate(90)  # light to dark, left to right: another difference hash
+    images = [encoded(face, 95), encoded(face, 60), encoded(other, 95)]
+    return datasets.Dataset.from_dict({
+        "image": [{"bytes": b, "path": f"{i}.jpg"} for i, b in enumerate(images)], "age": [19.0, 35.0, 50.0],
+        "id": [hashlib.sha256(b).hexdigest() for b in images], "file": [f"{i}.jpg" for i in range(3)],
+        "source": ["utkface"] * 3,
+    }, features=datasets.Features({"image": datasets.Image(), "age": datasets.Value("float32"), "id": datasets.Value("string"),
+                                   "file": datasets.Value("string"), "source": datasets.Value("string")}))
+
+
+def test_one_decision_settles_a_conflicting_group_and_training_uses_it(store: FeedbackStore, tmp_path) -> None:
+    from age_model.data import conflicting_groups
+    from age_model.feedback.export import feedback_dataset
+    from age_model.feedback.merge import apply_feedback
+
+    ds = conflict_dataset(tmp_path)
+    groups = conflicting_groups(ds, cache=False)
+    assert len(groups) == 1 and sorted(groups[0]["ages"]) == [19.0, 35.0]
+    queue = ReviewQueue.for_groups(store, groups, dataset=ds)
+    item = queue.next("ann")
+    assert item.members == tuple(groups[0]["ids"]) and queue.image(item, member=1).size == (64, 64)
+    queue.submit(item, 30, "ann")  # the copy labelled 19 crosses 25 at 30: a second annotator must agree
+    assert [store.label(i).status for i in item.members] == [Status.PENDING_SECOND_OPINION, Status.SETTLED]
+    assert queue.items("bob")[0].status == Status.PENDING_SECOND_OPINION  # the group stays open until every copy is
+    retraction, back = queue.undo("ann")  # undo takes the whole decision back
+    assert back.sample_id == item.sample_id and all(store.label(i).num_votes == 0 for i in item.members)
+    queue.submit(back, 30, "ann")
+    queue.submit(queue.next("bob"), 31, "bob")
+    assert {store.label(i).status for i in item.members} == {Status.SETTLED} and queue.progress().done == 1
+    fixed, summary = apply_feedback(datasets.DatasetDict({"train": ds}), feedback_dataset(store))
+    assert fixed["train"]["age"][:2] == [30.5, 30.5] and fixed["train"]["age"][2] == 50.0
+    assert summary["corrected"] == 2
+
+
+def test_public_reports_wait_for_an_annotator(store: FeedbackStore) -> None:
+    report = store.add_upload(make_image(500), 16, "public:abcdef012345", consent=True, model_age=22.0)
+    assert store.label(report.sample_id).status == Status.UNVERIFIED
+    queue = ReviewQueue.for_submissions(store)
+    item = queue.next("ann")
+    assert item.sample_id == report.sample_id and item.reports == (("public:abcdef012345", 16.0),)
+    assert item.label == 16.0  # the stranger's age is shown, to confirm or correct
+    queue.submit(item, 17, "ann")
+    assert store.label(report.sample_id).status != Status.UNVERIFIED
+
+
+def test_unscored_items_are_handed_out_at_once_and_scores_reorder_them(store: FeedbackStore) -> None:
+    queue = ReviewQueue.for_dataset(store, small_dataset(), source="utkface")  # nothing scored yet: open anyway
+    assert [i.index for i in queue.items()] == [0, 1, 2, 3, 4, 5]  # labels nearest 18 or 25 first
+    assert queue.next("ann").index == 0
+    ids = [c.sample_id for c in queue.candidates()]
+    queue.set_scores({ids[5]: (20.0, 2.0)})  # labelled 70, the model says 20 ± 2: suspicion 25, first now
+    assert queue.items("bob")[0].index == 5
+    queue.set_scores({ids[1]: (30.0, 5.0)})  # the model agrees: behind every unscored item
+    assert [i.index for i in queue.items("bob")][-1] == 1
+
+
+def test_a_click_never_reads_the_whole_queue(store: FeedbackStore, monkeypatch: pytest.MonkeyPatch) -> None:
+    queue = ReviewQueue.for_dataset(store, small_dataset(), predictions=(MODEL, SPREAD), source="utkface")
+    queue.submit(queue.next("bob"), None, "bob", confirm=True)
+    full_reads, since = [], []
+    for name in ("labels", "votes_by_sample", "samples", "votes"):  # what the old page called per click
+        monkeypatch.setattr(store, name, lambda *a, _name=name, **k: full_reads.append(_name))
+    original = store.votes_since
+    monkeypatch.setattr(store, "votes_since", lambda after, *a, **k: since.append(after) or original(after, *a, **k))
+    item = queue.next("ann")
+    queue.submit(item, 33, "ann")
+    queue.skip(queue.next("ann"), "ann")
+    queue.undo("ann")
+    assert full_reads == [] and since  # only the votes appended since the queue's last look were read

@@ -66,6 +66,26 @@ def test_aggregate_counts_each_annotator_once_and_ignores_retracted() -> None:
 # -- URLs ----------------------------------------------------------------------------------------
 
 
+def test_krippendorff_alpha_matches_the_formula_and_ignores_strangers() -> None:
+    from itertools import permutations
+
+    from age_model.feedback.aggregate import krippendorff_alpha
+
+    units = {"u1": [10.0, 12.0], "u2": [20.0, 18.0, 25.0], "u3": [30.0, 33.0], "u4": [41.0]}  # u4: one voice, unpairable
+    by_sample = {u: votes_of(*ages) for u, ages in units.items()}
+    pairable = [ages for ages in units.values() if len(ages) > 1]
+    values = [a for ages in pairable for a in ages]
+    within = sum(sum((a - b) ** 2 for a, b in permutations(ages, 2)) / (len(ages) - 1) for ages in pairable)
+    between = sum((a - b) ** 2 for a, b in permutations(values, 2))
+    expected = 1 - (len(values) - 1) * within / between  # Krippendorff (2011), interval metric
+    assert math.isclose(krippendorff_alpha(by_sample), expected, rel_tol=1e-9) and 0.8 < expected < 1
+    now = datetime.now(UTC)
+    stranger = Vote(id=9, sample_id="s", kind="vote", age=80.0, annotator="public:0123456789ab", created_at=now, source="d")
+    assert math.isclose(krippendorff_alpha({**by_sample, "u1": by_sample["u1"] + [stranger]}), expected)
+    assert krippendorff_alpha({"u4": votes_of(41.0)}) is None  # nobody to agree with
+    assert krippendorff_alpha({"u": votes_of(30.0, 30.0)}) == 1.0
+
+
 def test_store_url_conventions(tmp_path: Path) -> None:
     loc = parse_store_url(f"sqlite:///{tmp_path}/fb/feedback.db")
     assert loc.backend == "sqlite" and loc.images_dir == tmp_path / "fb" / "images"

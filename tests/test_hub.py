@@ -186,7 +186,7 @@ def test_real_feedback_export_goes_through(tmp_path: Path) -> None:
     from datasets import load_dataset
 
     from age_model.feedback import FeedbackStore
-    from age_model.feedback.export import export_feedback
+    from age_model.publish import export_feedback
     from tests.feedback_support import make_image
 
     with FeedbackStore(f"sqlite:///{tmp_path}/store/feedback.db") as store:

@@ -341,7 +341,7 @@ def test_annotate_images_never_become_public_files(app):
         store.add_upload(EXAMPLE_PHOTO.read_bytes(), 40, "public:0123456789ab", consent=True)
     alice = Client(f"{app['url']}/annotate/", auth=("alice", "correct-horse"), analytics_enabled=False, verbose=False)
     try:
-        item = alice.predict("submissions", api_name="/next")
+        item = alice.predict("submissions", "", api_name="/next")
     finally:
         alice.close()
     image_html = item[1]

@@ -47,5 +47,9 @@ def render_feedback_card(stats: dict) -> DatasetCard:
         per_annotator=per_annotator, config_names=[mapping(c).get("config_name") for c in configs],
         include_dataset_images=include_images if isinstance(include_images, bool) else None,
         license=stats.get("license") or "not recorded",
+        # issue 12: Krippendorff's alpha (overall, per source), pseudonymous names, the export's content hash
+        alpha=number(agreement.get("alpha")),
+        by_source={str(k): mapping(v) for k, v in mapping(stats.get("agreement_by_source")).items()},
+        pseudonymous=bool(stats.get("pseudonymous")), fingerprint=stats.get("fingerprint"),
     )
     return DatasetCard(content)

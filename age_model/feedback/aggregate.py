@@ -124,3 +124,27 @@ def agreement(votes_by_sample: Mapping[str, Iterable[Vote]], within: float = 5.0
         **summary(diffs),
         "per_annotator": {name: {"votes": counts[name], **summary(per.get(name, []))} for name in sorted(counts)},
     }
+
+
+def krippendorff_alpha(votes_by_sample: Mapping[str, Iterable[Vote]]) -> float | None:
+    """Krippendorff's alpha (interval metric) of the team's active votes: 1 is perfect agreement,
+    0 what chance gives. None until some sample has two annotators (alpha needs pairs)."""
+    rows: dict[str, dict[str, float]] = {}
+    for sample_id, votes in votes_by_sample.items():
+        live = [v for v in active_votes(votes) if not is_public_submitter(v.annotator)]
+        if len(live) >= 2:
+            rows[sample_id] = {v.annotator: float(v.age) for v in live}  # type: ignore[arg-type]
+    if not rows:
+        return None
+    import krippendorff
+    import numpy as np
+
+    annotators = sorted({name for votes in rows.values() for name in votes})
+    matrix = np.full((len(annotators), len(rows)), np.nan)
+    for column, votes in enumerate(rows.values()):
+        for name, age in votes.items():
+            matrix[annotators.index(name), column] = age
+    ages = matrix[~np.isnan(matrix)]
+    if ages.size and float(ages.max() - ages.min()) == 0.0:
+        return 1.0  # every vote the same age: perfect agreement (the formula divides by zero)
+    return float(krippendorff.alpha(reliability_data=matrix, level_of_measurement="interval"))

@@ -21,11 +21,11 @@ def _open(args: argparse.Namespace, *, create: bool = False) -> Any:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    from .export import export_feedback, push_export
+    from age_model.publish import export_feedback, push_export  # the CLI may publish; the store does not
 
     with _open(args) as store:
         result = export_feedback(store, args.out, include_dataset_images=args.include_dataset_images,
-                                 license=args.license, overwrite=args.overwrite)
+                                 license=args.license, overwrite=args.overwrite, real_names=args.real_names)
     print(f"wrote {result.num_rows} rows to {result.path}")
     if args.push_to_hub:
         print(f"pushed to {push_export(result.path, args.push_to_hub, private=not args.public)}")
@@ -118,6 +118,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--include-dataset-images", action="store_true", help="also ship stored images of third-party data sets (check their licences)")
     p.add_argument("--license", default="agecheck-consent-terms", help="licence named on the card")
     p.add_argument("--overwrite", action="store_true", help="replace a non-empty output folder")
+    p.add_argument("--real-names", action="store_true",
+                   help="keep annotator names in the votes and the card (default: pseudonyms annotator-1, ...)")
     p.add_argument("--push-to-hub", metavar="REPO_ID", help="also upload the folder to this Hub dataset repo")
     visibility = p.add_mutually_exclusive_group()
     visibility.add_argument("--private", action="store_true", help="create the Hub repo as private (the default: face photos)")

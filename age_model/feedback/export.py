@@ -1,17 +1,8 @@
-"""Export the feedback store as a Hugging Face dataset folder, and push it to the Hub.
+"""The feedback store as data: one row per labelled sample (``feedback_dataset``), every vote behind
+them, pseudonyms for the annotators, and the figures a card reports (``feedback_stats``).
 
-Layout of ``OUT`` (``datasets.load_dataset(OUT)`` reads it; so does the Hub viewer)::
-
-    OUT/README.md                            dataset card, numbers computed from the store
-    OUT/data/train-00000-of-00001.parquet    one row per labelled sample: the ``train`` split
-    OUT/votes/votes-00000-of-00001.parquet   the vote rows behind those samples, for audits:
-        load_dataset("parquet", data_files=f"{OUT}/votes/*.parquet")
-
-The card declares no ``configs``: with YAML configs, ``datasets`` 5.2 keys its cache of a local
-folder on the README alone, so a re-export to the same folder would load stale rows. The
-standard ``data/train-*`` layout is found without them, locally and on the Hub.
-
-What is exported, and why:
+Publishing those rows (the export folder with its card, the push to the Hub) is ``age_model.publish``:
+the store knows nothing of cards or the Hub. What is exported, and why:
 - Stakeholder uploads (source ``upload``/``webcam``) only with consent: the image bytes as stored
   (metadata already stripped by the app), ``consent=True``.
 - Samples of third-party data sets (UTKFace, APPA-REAL, ...) as *corrections only*: ``id`` (the
@@ -26,28 +17,20 @@ What is exported, and why:
 from __future__ import annotations
 
 import logging
-import shutil
-import uuid
 from collections import Counter
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
 import datasets
 
-from age_model.cards import render_feedback_card
-from age_model.hub import push_feedback
-
-from .aggregate import active_votes, agreement
-from .records import UPLOAD_SOURCES, Status
+from .aggregate import active_votes, agreement, krippendorff_alpha
+from .records import UPLOAD_SOURCES, Status, is_public_submitter
 from .store import FeedbackStore
 
 logger = logging.getLogger(__name__)
 
 DEFAULT_LICENSE = "agecheck-consent-terms"
-DATA_FILE = "data/train-00000-of-00001.parquet"
-VOTES_FILE = "votes/votes-00000-of-00001.parquet"
 FEATURES = datasets.Features({
     "image": datasets.Image(),
     "id": datasets.Value("string"),
@@ -78,15 +61,6 @@ VOTE_FEATURES = datasets.Features({
 })
 
 
-@dataclass(frozen=True)
-class ExportResult:
-    """Where the export went and what it holds."""
-
-    path: Path
-    num_rows: int
-    stats: dict[str, Any]
-
-
 def is_upload(source: str) -> bool:
     return source in UPLOAD_SOURCES
 
@@ -113,15 +87,15 @@ def feedback_records(store: FeedbackStore, *, include_dataset_images: bool = Fal
 
 def feedback_dataset(store: FeedbackStore, *, include_dataset_images: bool = False) -> datasets.Dataset:
     """The export's main table as an in-memory ``datasets.Dataset`` (``image`` is an Image feature)."""
-    return _table(feedback_records(store, include_dataset_images=include_dataset_images), FEATURES)
+    return rows_to_table(feedback_records(store, include_dataset_images=include_dataset_images), FEATURES)
 
 
-def _table(rows: list[dict[str, Any]], features: datasets.Features) -> datasets.Dataset:
+def rows_to_table(rows: list[dict[str, Any]], features: datasets.Features) -> datasets.Dataset:
     """Rows as a Dataset with fixed features; an empty list gives an empty table, not an error."""
     return datasets.Dataset.from_dict({k: [r[k] for r in rows] for k in features}, features=features)
 
 
-def _vote_rows(store: FeedbackStore, sample_ids: set[str]) -> list[dict[str, Any]]:
+def vote_rows(store: FeedbackStore, sample_ids: set[str]) -> list[dict[str, Any]]:
     rows = []
     for sample_id, votes in sorted(store.votes_by_sample(sorted(sample_ids)).items()):
         for v in votes:
@@ -131,6 +105,37 @@ def _vote_rows(store: FeedbackStore, sample_ids: set[str]) -> list[dict[str, Any
                 "model_age": v.model_age, "model_version": v.model_version, "consent": v.consent, "retracts": v.retracts,
             })
     return sorted(rows, key=lambda r: r["vote_id"])
+
+
+def agreement_with_alpha(votes_by_sample: dict[str, list[Any]]) -> dict[str, Any]:
+    """``aggregate.agreement`` plus Krippendorff's alpha (interval) over the same samples."""
+    return {**agreement(votes_by_sample), "alpha": krippendorff_alpha(votes_by_sample)}
+
+
+
+
+
+def pseudonyms(store: FeedbackStore) -> dict[str, str]:
+    """Annotator name -> ``annotator-N`` (``public-N`` for the public page), numbered by first vote:
+    votes are append-only, so a name keeps its pseudonym in every later export."""
+    names: dict[str, str] = {}
+    counters = {"annotator": 0, "public": 0}
+    for vote in store.votes():
+        if vote.annotator not in names:
+            kind = "public" if is_public_submitter(vote.annotator) else "annotator"
+            counters[kind] += 1
+            names[vote.annotator] = f"{kind}-{counters[kind]}"
+    return names
+
+
+def rename_annotators(stats: dict[str, Any], names: dict[str, str]) -> dict[str, Any]:
+    """The card's stats with annotator names replaced."""
+    out = dict(stats)
+    out["annotators"] = {names.get(k, k): v for k, v in stats["annotators"].items()}
+    agreement_ = dict(stats["agreement"])
+    agreement_["per_annotator"] = {names.get(k, k): v for k, v in agreement_["per_annotator"].items()}
+    out["agreement"] = agreement_
+    return out
 
 
 def feedback_stats(store: FeedbackStore, *, license: str = DEFAULT_LICENSE) -> dict[str, Any]:
@@ -161,54 +166,14 @@ def feedback_stats(store: FeedbackStore, *, license: str = DEFAULT_LICENSE) -> d
         "sources": dict(sorted(Counter(s.source for s in labelled).items())),
         "statuses": dict(sorted(Counter(str(labels[s.sample_id].status) for s in labelled).items())),
         "consent": dict(Counter(consent_names[labels[s.sample_id].consent] for s in uploads)),
-        "agreement": agreement({s.sample_id: votes.get(s.sample_id, []) for s in labelled}),
+        "agreement": agreement_with_alpha({s.sample_id: votes.get(s.sample_id, []) for s in labelled}),
+        "agreement_by_source": {
+            source: agreement_with_alpha({s.sample_id: votes.get(s.sample_id, []) for s in labelled if s.source == source})
+            for source in sorted({s.source for s in labelled})
+        },
         "rules": asdict(store.rules),
         "license": license,
         "generated_at": datetime.now(UTC).isoformat(timespec="seconds"),
     }
 
 
-def export_feedback(
-    store: FeedbackStore | str, out: str | Path, *, include_dataset_images: bool = False,
-    license: str = DEFAULT_LICENSE, overwrite: bool = False,
-) -> ExportResult:
-    """Write the export folder atomically (built beside ``out``, renamed into place at the end)."""
-    own = isinstance(store, str)
-    store_ = FeedbackStore(store) if isinstance(store, str) else store
-    out = Path(out)
-    try:
-        if out.exists() and (not out.is_dir() or any(out.iterdir())) and not overwrite:
-            raise FileExistsError(f"{out} exists and is not empty; pass overwrite=True (--overwrite) to replace it")
-        out.parent.mkdir(parents=True, exist_ok=True)
-        tmp = out.parent / f".{out.name}.tmp-{uuid.uuid4().hex[:8]}"
-        try:
-            (tmp / "data").mkdir(parents=True)
-            (tmp / "votes").mkdir()
-            table = feedback_dataset(store_, include_dataset_images=include_dataset_images)
-            table.to_parquet(str(tmp / DATA_FILE))
-            votes = _vote_rows(store_, set(table["id"]))
-            _table(votes, VOTE_FEATURES).to_parquet(str(tmp / VOTES_FILE))
-            stats = feedback_stats(store_, license=license)
-            stats.update(num_rows=len(table), include_dataset_images=include_dataset_images)
-            render_feedback_card(stats).save(str(tmp / "README.md"))
-            if out.exists():
-                shutil.rmtree(out)
-            tmp.rename(out)
-        finally:
-            shutil.rmtree(tmp, ignore_errors=True)
-    finally:
-        if own:
-            store_.close()
-    logger.info("exported %d rows to %s", len(table), out)
-    return ExportResult(path=out, num_rows=len(table), stats=stats)
-
-
-def push_export(
-    folder: str | Path, repo_id: str, *, private: bool = True, token: str | None = None, api: Any = None,
-) -> str:
-    """Upload an export folder to a Hub dataset repo (private by default: face photos) through
-    ``age_model.hub.push_feedback``: token lookup, staging without local-only files, one clear error."""
-    folder = Path(folder)
-    if not (folder / "README.md").is_file() or not (folder / DATA_FILE).is_file():
-        raise FileNotFoundError(f"{folder} is not a feedback export (README.md and {DATA_FILE} expected)")
-    return push_feedback(folder, repo_id, private=private, token=token, api=api)

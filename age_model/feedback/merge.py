@@ -42,7 +42,8 @@ def load_feedback(feedback: str | os.PathLike[str] | datasets.Dataset) -> datase
         if not path.is_dir():
             raise FileNotFoundError(f"feedback export folder not found: {path} (give a folder written by "
                                     "`python -m age_model.feedback export` or a store URL such as sqlite:///feedback_data/feedback.db)")
-        table = datasets.load_dataset(str(path), split="train")
+        # the parquet files themselves: a re-export into the same folder must never load cached rows
+        table = datasets.load_dataset("parquet", data_files=str(path / "data" / "train-*.parquet"), split="train")
     missing = [c for c in REQUIRED if c not in table.column_names]
     if missing:
         raise ValueError(f"not a feedback table: columns {missing} missing")

@@ -404,6 +404,14 @@ class FeedbackStore:
             query = query.where(schema.votes.c.annotator == check_annotator(annotator))
         return run_tx(self.engine, lambda conn: [self._vote(r) for r in conn.execute(query)], read_only=True)
 
+    def votes_since(self, after_id: int, limit: int | None = None) -> list[Vote]:
+        """Vote rows with an id above ``after_id``, oldest first: a primary-key range read, so a
+        review queue keeps its state current per click without re-reading the table."""
+        query = select(schema.votes).where(schema.votes.c.id > int(after_id)).order_by(schema.votes.c.id)
+        if limit is not None:
+            query = query.limit(limit)
+        return run_tx(self.engine, lambda conn: [self._vote(r) for r in conn.execute(query)], read_only=True)
+
     def votes_by_sample(self, sample_ids: Sequence[str] | None = None) -> dict[str, list[Vote]]:
         """Vote rows grouped by sample (all samples, or these ids)."""
 
@@ -468,6 +476,16 @@ class FeedbackStore:
         """Give a claimed sample back (skip) so another annotator can take it at once."""
         c = schema.claims
         run_tx(self.engine, lambda conn: conn.execute(delete(c).where(c.c.sample_id == check_sample_id(sample_id), c.c.annotator == check_annotator(annotator))))
+
+    def claim_holder(self, sample_id: str) -> tuple[str, datetime] | None:
+        """(annotator, expiry) of the live claim on one sample, or None: one primary-key read."""
+        c = schema.claims
+
+        def tx(conn: Connection) -> tuple[str, datetime] | None:
+            row = conn.execute(select(c).where(c.c.sample_id == check_sample_id(sample_id), c.c.expires_at > utcnow())).first()
+            return None if row is None else (row.annotator, as_utc(row.expires_at))
+
+        return run_tx(self.engine, tx, read_only=True)
 
     def active_claims(self) -> dict[str, tuple[str, datetime]]:
         """sample id -> (annotator, expiry) of every unexpired claim."""

@@ -201,12 +201,12 @@ def create_app(options: ServerOptions, state: AppState | None = None) -> FastAPI
     common = dict(max_file_size=options.max_file_size, show_error=True, run_history=False, footer_links=["api"],
                   blocked_paths=private_paths(state, options))
     auth = list(options.annotators.items()) or None
-    from age_model.ui.annotate import ANNOTATE_CSS, ANNOTATE_HEAD  # keyboard shortcuts: Gradio 6 takes them at mount
+    from age_model.ui.annotate import CSS_PATHS, HEAD_PATHS  # keyboard shortcuts and styles: Gradio 6 takes them at mount
 
     annotator_app, demo = build_annotator_app(state, options), build_demo(state, options)
     app = gr.mount_gradio_app(app, annotator_app, path="/annotate", auth=auth, auth_dependency=annotator_login,
                               auth_message="agecheck annotators: log in with the name and password you were given.",
-                              head=ANNOTATE_HEAD, css=ANNOTATE_CSS, **common)
+                              head_paths=HEAD_PATHS, css_paths=CSS_PATHS, **common)
     app = gr.mount_gradio_app(app, demo, path="/", css=VERDICT_CSS, **common)
     for blocks in (annotator_app, demo):
         seal(blocks)

@@ -18,6 +18,7 @@ logger = logging.getLogger(__name__)
 
 ANNOTATOR_COLUMNS = ["annotator", "votes", "pairs", "mean |diff| (y)", "within 5 y"]
 STATUS_COLUMNS = ["status", "samples"]
+SOURCE_COLUMNS = ["source", "samples with 2+ annotators", "pairs", "mean |diff| (y)", "within 5 y", "Krippendorff's alpha"]
 
 
 def _pct(value: float | None) -> str:
@@ -28,8 +29,12 @@ def _years(value: float | None) -> str:
     return "–" if value is None else f"{value:.1f}"
 
 
-def stats_view(backend: Any, queue_name: str, request: gr.Request | None) -> tuple[str, pd.DataFrame, pd.DataFrame]:
-    """Figures for the selected queue and the whole store."""
+def _alpha(value: float | None) -> str:
+    return "–" if value is None else f"{value:.2f}"
+
+
+def stats_view(backend: Any, queue_name: str, request: gr.Request | None) -> tuple[str, pd.DataFrame, pd.DataFrame, pd.DataFrame]:
+    """Figures for the selected queue and the whole store (agreement per source, with Krippendorff's alpha)."""
     from age_model.feedback.export import feedback_stats
 
     backend.user(request)
@@ -37,11 +42,12 @@ def stats_view(backend: Any, queue_name: str, request: gr.Request | None) -> tup
     progress = queue.progress()
     agree = queue.agreement()
     overall = feedback_stats(backend.store)
-    where = f"data set `{backend.review.name}`" if queue is getattr(backend.review, "queue", None) else "submissions"
+    where = {"groups": "conflicting duplicates", "submissions": "submissions"}.get(
+        queue.kind, f"data set `{getattr(backend.review, 'name', '')}`")
     if agree["pairs"]:
         agreement = (f"{agree['samples_with_multiple_annotators']:,} items have two or more annotators: their votes differ "
                      f"by **{_years(agree['mean_abs_diff'])} years** on average, **{_pct(agree['within_5'])}** of pairs "
-                     "are within 5 years.")
+                     f"are within 5 years, Krippendorff's alpha **{_alpha(agree['alpha'])}** (1: perfect, 0: chance).")
     else:
         agreement = "No item in this queue has two annotators yet, so there is no agreement figure."
     whole = overall["agreement"]
@@ -54,7 +60,8 @@ def stats_view(backend: Any, queue_name: str, request: gr.Request | None) -> tup
         f"({overall['num_vote_records']:,} vote rows, {overall['num_retractions']:,} undone); "
         f"an export holds {overall['num_rows']:,} rows. Agreement over all queues: "
         + (f"mean |diff| {_years(whole['mean_abs_diff'])} years, {_pct(whole['within_5'])} within 5 years "
-           f"({whole['pairs']:,} pairs)." if whole["pairs"] else "no sample has two annotators yet."),
+           f"({whole['pairs']:,} pairs), Krippendorff's alpha {_alpha(whole.get('alpha'))}." if whole["pairs"]
+           else "no sample has two annotators yet."),
         "",
         "A label is *settled* when the annotators agree (standard deviation ≤ 5 years) and, if it moves a face "
         "across 18 or 25, a second annotator confirms the new side. Only settled labels are used for retraining.",
@@ -64,7 +71,10 @@ def stats_view(backend: Any, queue_name: str, request: gr.Request | None) -> tup
         [[name, figures["votes"], figures["pairs"], _years(figures["mean_abs_diff"]), _pct(figures["within_5"])]
          for name, figures in per.items()], columns=ANNOTATOR_COLUMNS)
     statuses = pd.DataFrame(sorted(progress.by_status.items()), columns=STATUS_COLUMNS)
-    return text, annotators, statuses
+    sources = pd.DataFrame(
+        [[name, a["samples_with_multiple_annotators"], a["pairs"], _years(a["mean_abs_diff"]), _pct(a["within_5"]),
+          _alpha(a["alpha"])] for name, a in overall["agreement_by_source"].items()], columns=SOURCE_COLUMNS)
+    return text, annotators, statuses, sources
 
 
 def export_command(store: Any, out: Path) -> str:
@@ -73,7 +83,7 @@ def export_command(store: Any, out: Path) -> str:
 
 def export_now(backend: Any, request: gr.Request | None) -> str:
     """Write a new export folder under the store's folder and say where (nothing is overwritten)."""
-    from age_model.feedback.export import export_feedback
+    from age_model.publish import export_feedback
 
     user = backend.user(request)
     stamp = datetime.now(UTC).strftime("%Y%m%d-%H%M%S")
@@ -84,7 +94,8 @@ def export_now(backend: Any, request: gr.Request | None) -> str:
         raise user_error(f"Export failed: {error}") from None
     logger.info("%s exported %d rows to %s", user, result.num_rows, result.path)
     return (f"Exported **{result.num_rows:,} rows** to `{result.path}`  \n"
-            f"Load it with `datasets.load_dataset('{result.path}')`; train on it with `train.py --feedback {result.path}`. "
+            f"Load it with `datasets.load_dataset('{result.path}')` (its votes: `load_dataset('{result.path}', 'votes')`); "
+            f"train on it with `train.py --feedback {result.path}`. "
             f"The same from a shell:\n\n```\n{export_command(backend.store, result.path)}\n```")
 
 
@@ -92,6 +103,8 @@ def build_stats_tab(backend: Any, queue_name: gr.Radio, tab: gr.Tab) -> None:
     """Lay out the Stats tab inside the current Blocks context (the queue selector lives on the Annotate tab)."""
     refresh = gr.Button("Refresh", size="sm", elem_id="stats_refresh")
     summary = gr.Markdown(elem_id="stats_summary")
+    sources = gr.Dataframe(headers=SOURCE_COLUMNS, label="Agreement per source (whole store)", interactive=False,
+                           elem_id="stats_sources")
     with gr.Row():
         annotators = gr.Dataframe(headers=ANNOTATOR_COLUMNS, label="Votes and agreement per annotator (this queue)",
                                   interactive=False, elem_id="stats_annotators")
@@ -108,7 +121,7 @@ def build_stats_tab(backend: Any, queue_name: gr.Radio, tab: gr.Tab) -> None:
     def export_dataset(request: gr.Request):
         return export_now(backend, request)
 
-    outputs = [summary, annotators, statuses]
+    outputs = [summary, annotators, statuses, sources]
     refresh.click(show_stats, inputs=queue_name, outputs=outputs, api_name="stats", concurrency_limit=4)
     tab.select(show_stats, inputs=queue_name, outputs=outputs, api_visibility="private", concurrency_limit=4)
     export.click(export_dataset, outputs=exported, api_name="export", concurrency_limit=1)
@@ -131,7 +144,7 @@ def start_scheduled_push(store: Any, folder: Path, repo_id: str, every_minutes: 
     """
 
     def run() -> None:
-        from age_model.feedback.export import export_feedback
+        from age_model.publish import export_feedback
         from age_model.hub import make_feedback_scheduler
 
         last: list[tuple[int, int] | None] = [None]
