@@ -10,10 +10,8 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from pathlib import Path
 from typing import Sequence, TextIO
 
-from age_model.repo_ids import is_repo_id
 from age_model.resources import default_model
 
 EXIT_OK, EXIT_ALL_FAILED, EXIT_USAGE = 0, 1, 2
@@ -37,8 +35,13 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--json", action="store_true", help="print one JSON object per photo and line")
     parser.add_argument("--tta", action=argparse.BooleanOptionalAction, default=True,
                         help="average each face with its mirror image (slower, a little more accurate; default on)")
-    parser.add_argument("--threshold", type=float, default=None,
-                        help="face detection score threshold, 0-1 (default 0.7; lower finds more, partly hidden faces)")
+    parser.add_argument("--face-score", type=float, default=None, metavar="SCORE",
+                        help="lowest face detection score kept, 0-1 (default 0.7; lower finds more, partly hidden "
+                             "faces). Not the ID-check age: that is the app's --threshold")
+    parser.add_argument("--threshold", dest="face_score", type=float, help=argparse.SUPPRESS)  # old name of --face-score
+    parser.add_argument("--backend", choices=("auto", "onnxruntime", "torch"), default="auto",
+                        help="what runs the model: auto (ONNX Runtime when the folder has an up-to-date model.onnx, "
+                             "else torch), onnxruntime or torch")
     parser.add_argument("--batch-size", type=int, default=32, help="faces per forward pass (default 32)")
     parser.add_argument("--device", default=None, help="torch device, e.g. cpu or cuda (default: cuda if available)")
     parser.add_argument("--threads", type=int, default=None,
@@ -63,34 +66,12 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def load_predictor(args: argparse.Namespace):  # -> AgePredictor, imported lazily so --help is instant
-    from age_model.faces import DEFAULT_SCORE_THRESHOLD
-    from age_model.predictor import AgePredictor
+def load_predictor(args: argparse.Namespace):  # -> AgePredictor; imported lazily so --help is instant
+    """The predictor the options ask for (``age_model.predictor.load_predictor`` raises ModelLoadError)."""
+    from age_model.predictor import load_predictor as load
 
-    if args.threads:
-        import cv2
-        import torch
-
-        torch.set_num_threads(args.threads)
-        cv2.setNumThreads(args.threads)
-    model = args.model or default_model()
-    if not Path(model).expanduser().exists() and not (args.model is not None and is_repo_id(model)):
-        raise SystemExit(_no_model_message(model, explicit=args.model is not None))
-    threshold = DEFAULT_SCORE_THRESHOLD if args.threshold is None else args.threshold
-    try:
-        return AgePredictor(model, device=args.device, tta=args.tta, batch_size=args.batch_size,
-                            score_threshold=threshold, backend=getattr(args, "backend", "auto"))
-    except (OSError, ValueError) as error:
-        raise SystemExit(f"error: {error}") from error
-
-
-def _no_model_message(model: str, explicit: bool) -> str:
-    where = "given with --model" if explicit else "the default ($AGE_MODEL or models/agecheck-default)"
-    return (
-        f"error: no age model at {model} ({where}).\n"
-        "Get one by training: python train.py --help (it writes a model folder), "
-        "or pass --model FOLDER_OR_HUB_ID, or set AGE_MODEL."
-    )
+    return load(args.model, tta=args.tta, batch_size=args.batch_size, device=args.device,
+                score_threshold=args.face_score, backend=args.backend, threads=args.threads)
 
 
 def print_table(files: Sequence[str], results: Sequence, out: TextIO) -> None:
@@ -137,10 +118,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     from transformers.utils import logging as hf_logging
 
     hf_logging.disable_progress_bar()  # keep stdout/stderr to the results
+    from age_model.predictor import HOW_TO_GET_A_MODEL, ModelLoadError
+
     try:
         predictor = load_predictor(args)
-    except SystemExit as stop:
-        print(stop.code, file=sys.stderr)
+    except ModelLoadError as error:
+        print(f"error: {error}.\n{HOW_TO_GET_A_MODEL}", file=sys.stderr)
         return EXIT_USAGE
     if args.bands:
         from age_model.groups import run_cli

@@ -301,3 +301,48 @@ def _clip_box(box: Sequence[float], size: tuple[int, int] | None) -> tuple[float
         return (x0, y0, x1, y1)
     width, height = size
     return (min(max(x0, 0.0), width), min(max(y0, 0.0), height), min(max(x1, 0.0), width), min(max(y1, 0.0), height))
+
+
+# --------------------------------------------------------------------------- loading by name
+
+
+HOW_TO_GET_A_MODEL = (
+    "Get one by training: `.venv/bin/python train.py --help` (it writes a model folder; e.g. "
+    "`--data ../shared/data/utkface --base-model ../shared/weights/efficientnet-lite0 --image-size 160 "
+    "--output-dir runs/utk`), then name it with --model FOLDER_OR_HUB_ID or set AGE_MODEL."
+)
+
+
+class ModelLoadError(RuntimeError):
+    """No age model could be loaded from what was named; show it with HOW_TO_GET_A_MODEL."""
+
+
+def use_threads(threads: int | None) -> None:
+    """Pin torch's and OpenCV's CPU threads (1 keeps latency steady on a CPU shared with other work)."""
+    if threads:
+        torch.set_num_threads(threads)
+        cv2.setNumThreads(threads)
+
+
+def load_predictor(model: str | Path | None = None, *, tta: bool = True, batch_size: int = 32, device: str | None = None,
+                   score_threshold: float | None = None, backend: str = "auto", threads: int | None = None) -> AgePredictor:
+    """An :class:`AgePredictor` for a model folder or Hub id (None: ``resources.default_model()``).
+
+    The one way the CLI, the app and the benchmarks load a model by name. Raises :class:`ModelLoadError`
+    when nothing is at a local path (a missing folder is never sent to the Hub unless it was named as
+    ``owner/name``), when the weights cannot be read, or for an unknown ``backend``.
+    """
+    from age_model.repo_ids import is_repo_id
+    from age_model.resources import default_model
+
+    use_threads(threads)
+    explicit = model is not None
+    name = str(model) if explicit else default_model()
+    if not Path(name).expanduser().exists() and not (explicit and is_repo_id(name)):
+        where = "as named" if explicit else "the default: $AGE_MODEL, else the shipped agecheck-default"
+        raise ModelLoadError(f"no age model at {name} ({where})")
+    try:
+        return AgePredictor(name, device=device, tta=tta, batch_size=batch_size, backend=backend,
+                            score_threshold=DEFAULT_SCORE_THRESHOLD if score_threshold is None else score_threshold)
+    except (OSError, ValueError) as error:
+        raise ModelLoadError(f"could not load the age model {name}: {error}") from error

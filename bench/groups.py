@@ -22,7 +22,7 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO_ROOT))
 
 from age_model.groups import GroupCounter, map_photos  # noqa: E402
-from age_model.predict import load_predictor  # noqa: E402
+from age_model.predictor import load_predictor  # noqa: E402
 from age_model.resources import default_model  # noqa: E402
 from bench.latency import machine_info  # noqa: E402
 from tests.groups_support import Placed, Scene, write_video, zip_of  # noqa: E402
@@ -60,8 +60,7 @@ def main() -> None:
     sources = sorted((SHARED / "data" / "fixture" / "images").glob("fgnet_*"))
     if not sources:
         sys.exit("No fixture photos: put the shared data beside the repo (or set AGECHECK_SHARED).")
-    predictor = load_predictor(argparse.Namespace(model=args.model, threads=args.threads, tta=args.tta, device=None,
-                                                  threshold=None, batch_size=32))
+    predictor = load_predictor(args.model, threads=args.threads, tta=args.tta)
     work = Path(tempfile.mkdtemp(prefix="agecheck-bench-groups-"))
     try:
         folder = work / "photos"

@@ -26,7 +26,7 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO_ROOT))
 
 from age_model.faces import crop_face, crop_options, detect_faces, load_image  # noqa: E402
-from age_model.predict import load_predictor  # noqa: E402  (the CLI's loading: threads, default model, clear errors)
+from age_model.predictor import load_predictor  # noqa: E402  (threads, default model, clear errors)
 
 SHARED = Path(os.environ.get("AGECHECK_SHARED", REPO_ROOT.parent / "shared"))
 STAGES = ("decode", "detect", "crop", "preprocess", "model")
@@ -220,8 +220,7 @@ def main() -> None:
     if not paths:
         sys.exit("No photos: pass --photo, or put the shared data beside the repo (or set AGECHECK_SHARED).")
     photos = [Path(p).read_bytes() for p in paths]
-    predictor = load_predictor(argparse.Namespace(model=args.model, threads=args.threads, tta=args.tta, device=None,
-                                                  threshold=None, batch_size=args.batch, backend=args.backend))
+    predictor = load_predictor(args.model, threads=args.threads, tta=args.tta, batch_size=args.batch, backend=args.backend)
     print(f"### Latency, {len(paths)} photo(s) in turn, {args.runs} runs after {args.warmup} warm-ups\n")
     print(peer_table(predictor, photos, args.runs, args.warmup, args.compare_torch) if args.peer != "none" else "")
     print()

@@ -187,3 +187,33 @@ def test_cli_runs_as_a_module(tiny_model_dir: Path, photos: list[Path]) -> None:
                           cwd=REPO_ROOT, capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
     assert json.loads(done.stdout)["faces"]
+
+
+def test_load_predictor_by_name_raises_a_typed_error(tiny_model_dir: Path, tmp_path: Path, monkeypatch) -> None:
+    """Library code says what went wrong with an exception, never SystemExit; the CLI turns it into exit 2."""
+    from age_model.predictor import ModelLoadError, load_predictor
+
+    assert load_predictor(tiny_model_dir, tta=False, score_threshold=0.5).score_threshold == 0.5
+    with pytest.raises(ModelLoadError, match="no age model at .*no-model .as named"):
+        load_predictor(tmp_path / "no-model")
+    monkeypatch.setenv("AGE_MODEL", str(tmp_path / "gone"))
+    with pytest.raises(ModelLoadError, match="gone .the default"):
+        load_predictor()
+    with pytest.raises(ModelLoadError, match="Unknown backend"):
+        load_predictor(tiny_model_dir, backend="tensorrt")
+    (tmp_path / "broken").mkdir()
+    (tmp_path / "broken" / "config.json").write_text("{not json", encoding="utf-8")
+    with pytest.raises(ModelLoadError, match="could not load"):
+        load_predictor(tmp_path / "broken")
+
+
+def test_cli_face_score_is_not_the_id_threshold(tiny_model_dir: Path, photos: list[Path], capsys) -> None:
+    parser = cli.build_parser()
+    assert parser.parse_args(["--face-score", "0.9", "x.jpg"]).face_score == 0.9
+    assert parser.parse_args(["--threshold", "0.8", "x.jpg"]).face_score == 0.8  # the old spelling still works
+    assert "\n  --threshold" not in parser.format_help() and "[--threshold" not in parser.format_usage()
+    assert cli.main(["--model", str(tiny_model_dir), "--face-score", "0.999", "--json", str(photos[0])]) == cli.EXIT_OK
+    strict = json.loads(capsys.readouterr().out)
+    assert cli.main(["--model", str(tiny_model_dir), "--face-score", "0.3", "--json", str(photos[0])]) == cli.EXIT_OK
+    loose = json.loads(capsys.readouterr().out)
+    assert len(strict["faces"]) <= len(loose["faces"]) and all(f["score"] >= 0.999 for f in strict["faces"])

@@ -10,15 +10,11 @@ from pathlib import Path
 from typing import Any, Callable
 
 from age_model.feedback.urls import DEFAULT_URL
+from age_model.predictor import HOW_TO_GET_A_MODEL, load_predictor
 from age_model.ui.errors import user_error
 
 logger = logging.getLogger(__name__)
 
-HOW_TO_GET_A_MODEL = (
-    "Train one: `python train.py --data ../shared/data/utkface --base-model ../shared/weights/efficientnet-lite0 "
-    "--image-size 160 --output-dir runs/utk`, then start the app with `python app.py --model runs/utk` "
-    "(or set `AGE_MODEL`). A Hugging Face Hub model id works too."
-)
 
 
 @dataclass
@@ -42,9 +38,7 @@ class AppState:
         """Load what can be loaded; what cannot is explained in the page instead of crashing the app."""
         state = cls(model=model, store_url=store_url, threshold=threshold)
         try:
-            from age_model.predictor import AgePredictor
-
-            state.predictor = AgePredictor(model)
+            state.predictor = load_predictor(model)
             state.metrics = _read_metrics(model)
         except Exception as error:  # any load failure: the page says what to do
             state.model_error = f"{type(error).__name__}: {error}".splitlines()[0]
