@@ -59,8 +59,8 @@ def live_frame(state: AppState, frame: np.ndarray | None, threshold: Any,
     except ImageError as error:
         return None, str(error), session
     result = predictor.predict([photo])[0]
-    image = draw_faces(photo, result.faces, threshold)
     asks = [verdict(f.age, f.spread, threshold) == ASK_FOR_ID for f in result.faces]
+    image = draw_faces(photo, result.faces, asks)
     if not result.faces:
         text, color = "No face in view", NO_FACE_COLOR
     elif any(asks):

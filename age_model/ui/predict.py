@@ -9,6 +9,7 @@ import math
 import os
 import time
 import uuid
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +20,7 @@ from PIL import Image, ImageDraw, ImageFont
 
 from age_model.faces import ImageError, load_image
 from age_model.feedback import PUBLIC_PREFIX
+from age_model.predictor import FaceEstimate, PhotoResult
 from age_model.policy import AGE_RANGE, ASK_FOR_ID, NO_ID_NEEDED, THRESHOLD_RANGE, verdict  # noqa: F401  (re-exported for the tests)
 from age_model.ui.components import SafeImage
 from age_model.ui.state import AppState
@@ -42,15 +44,15 @@ CONSENT_TEXT = (
 )
 
 
-def draw_faces(photo: Image.Image, faces: list[Any], threshold: float) -> Image.Image:
-    """The photo with a box and `34 ± 4` over every face; red where ID should be asked for."""
+def draw_faces(photo: Image.Image, faces: Sequence[FaceEstimate], asks: Sequence[bool]) -> Image.Image:
+    """The photo with a box and `34 ± 4` over every face; red where ID should be asked for (``asks``, per face)."""
     image = photo.copy()
     draw = ImageDraw.Draw(image)
     side = max(image.size)
     width = max(2, round(side / 250))
     font = _font(max(14, round(side / 22)))  # ~16 px on screen at the page's 360 px height
-    for number, face in enumerate(faces, start=1):
-        color = (220, 40, 40) if verdict(face.age, face.spread, threshold) == ASK_FOR_ID else (25, 135, 60)
+    for number, (face, ask) in enumerate(zip(faces, asks), start=1):
+        color = (220, 40, 40) if ask else (25, 135, 60)
         x0, y0, x1, y1 = face.box
         draw.rectangle((x0, y0, x1, y1), outline=color, width=width)
         label = f"{number}: {face.age:.0f} ± {face.spread:.0f}"
@@ -158,21 +160,23 @@ def predict_photo(state: AppState, photo_path: str | None, threshold: float) -> 
     result = predictor.predict([photo])[0]
     if result.error:
         raise user_error(result.error)
-    rows = [[i, round(f.age, 1), round(f.spread, 1), verdict(f.age, f.spread, threshold)]
-            for i, f in enumerate(result.faces, start=1)]  # detection scores: in the JSON, under "Details"
-    summary = _summary(result, threshold)
+    verdicts = [verdict(f.age, f.spread, threshold) for f in result.faces]  # the rule runs once per face
+    rows = [[i, round(f.age, 1), round(f.spread, 1), said]
+            for i, (f, said) in enumerate(zip(result.faces, verdicts), start=1)]  # detection scores: in "Details"
+    summary = _summary(result, verdicts, threshold)
     payload = {"faces": [{"face": i, "box": [round(v, 1) for v in f.box], "age": round(f.age, 2), "spread": round(f.spread, 2),
-                          "score": round(f.score, 3), "verdict": verdict(f.age, f.spread, threshold)}
-                         for i, f in enumerate(result.faces, start=1)],
+                          "score": round(f.score, 3), "verdict": said}
+                         for i, (f, said) in enumerate(zip(result.faces, verdicts), start=1)],
                "threshold": threshold, "seconds": round(result.seconds, 3), "message": result.message}
-    return result_file(draw_faces(photo, result.faces, threshold), state.upload_folder), summary, rows, payload
+    image = draw_faces(photo, result.faces, [said == ASK_FOR_ID for said in verdicts])
+    return result_file(image, state.upload_folder), summary, rows, payload
 
 
-def _summary(result: Any, threshold: float) -> str:
+def _summary(result: PhotoResult, verdicts: Sequence[str], threshold: float) -> str:
     """The verdict in words a cashier acts on, as a coloured heading (VERDICT_CSS), then one plain sentence."""
     if not result.faces:
         return f"**{result.message}**"
-    asks = sum(verdict(f.age, f.spread, threshold) == ASK_FOR_ID for f in result.faces)
+    asks = sum(said == ASK_FOR_ID for said in verdicts)
     count = len(result.faces)
     if asks:
         head = '<h3 class="verdict-ask">Ask for ID</h3>'
