@@ -32,9 +32,14 @@ import time
 import zipfile
 from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Any, Callable, Iterable, Iterator, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator, Sequence, TextIO
 
 import numpy as np
+
+if TYPE_CHECKING:
+    import argparse
+
+    from age_model.predictor import AgePredictor
 
 IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".webp", ".gif", ".bmp", ".tif", ".tiff", ".mpo"})
 VIDEO_SUFFIXES = frozenset({".mp4", ".mov", ".m4v", ".avi", ".mkv", ".webm"})
@@ -631,7 +636,7 @@ def track_row(name: str, track: Track, bands: Bands) -> FaceRow:
 class GroupCounter:
     """Count faces per band over photos, folders, zips and videos with one loaded :class:`AgePredictor`."""
 
-    def __init__(self, predictor: Any, bands: Bands = Bands(), limits: Limits = Limits(), every_seconds: float = 1.0,
+    def __init__(self, predictor: AgePredictor, bands: Bands = Bands(), limits: Limits = Limits(), every_seconds: float = 1.0,
                  photo_batch: int = 16, tracker: Callable[[], BoxTracker] = BoxTracker) -> None:
         if not every_seconds > 0:
             raise ValueError("every_seconds must be above 0")
@@ -791,7 +796,7 @@ class FaceRows:
 
     def __init__(self, model: str | Path | None = None, bands: Bands = Bands(), image_column: str = "image",
                  name_column: str | None = None, tta: bool = True, score_threshold: float | None = None,
-                 threads: int | None = 1, predictor: Any = None) -> None:
+                 threads: int | None = 1, predictor: AgePredictor | None = None) -> None:
         if model is None and predictor is None:
             raise ValueError("give a model (folder or Hub id) or a loaded predictor")
         self.model = None if model is None else str(model)
@@ -913,7 +918,7 @@ class _ProgressLine:
         self.stream.flush()
 
 
-def print_rows(rows: Sequence[FaceRow], out: Any) -> None:
+def print_rows(rows: Sequence[FaceRow], out: TextIO) -> None:
     width = max([len("file")] + [len(r.file) for r in rows])
     out.write(f"{'file':<{width}}  {'time':<22}    age  spread  band       (estimate)  box (x0, y0, x1, y1)\n")
     for row in rows:
@@ -924,7 +929,7 @@ def print_rows(rows: Sequence[FaceRow], out: Any) -> None:
                   f"({row.estimate_band:<7})  ({box})\n")
 
 
-def print_summary(report: Report, out: Any) -> None:
+def print_summary(report: Report, out: TextIO) -> None:
     out.write(f"\nFaces by age band: {counted_text(report)}\n")
     out.write(f"{'band':<12}  {'faces':>6}  {'share':>6}  {'by estimate':>11}  {'share':>6}\n")
     for line in report.summary():
@@ -944,7 +949,7 @@ def summary_json(report: Report) -> dict[str, Any]:
             "skipped": report.skipped, "problems": report.problems, "seconds": round(report.seconds, 2)}
 
 
-def run_cli(args: Any, predictor: Any, model: str, out: Any, err: Any) -> int:
+def run_cli(args: argparse.Namespace, predictor: AgePredictor, model: str, out: TextIO, err: TextIO) -> int:
     """``python -m age_model.predict --bands ...``: 0 when something was read, 1 when nothing could be."""
     import json
 

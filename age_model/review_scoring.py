@@ -29,9 +29,13 @@ import threading
 import time
 from collections.abc import Iterator, Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from age_model.review import ReviewQueue, dataset_candidates
+
+if TYPE_CHECKING:
+    from age_model.feedback import FeedbackStore
+    from age_model.predictor import AgePredictor
 
 logger = logging.getLogger(__name__)
 
@@ -41,7 +45,7 @@ SCORE_DELAY_S = 15.0  # scoring waits this long after the queue opens, or until 
 CLAIM_TTL = 300.0  # seconds an item stays reserved for the annotator who has it on screen (renewed by each look)
 
 
-def store_folder(store: Any) -> Path:
+def store_folder(store: FeedbackStore) -> Path:
     """The folder of the store's database (SQLite), else the parent of its shared images folder."""
     location = store.location
     if location.backend == "sqlite":
@@ -107,7 +111,7 @@ class SubmissionScores(Mapping):
     """``{sample_id: (age, spread)}`` for the submissions queue; a missing score is computed from the
     stored face crop on first look and cached (uploads arrive while the app runs)."""
 
-    def __init__(self, store: Any, predictor: Any, cache: ScoreCache, compute_missing: bool = True) -> None:
+    def __init__(self, store: FeedbackStore, predictor: AgePredictor, cache: ScoreCache, compute_missing: bool = True) -> None:
         """``compute_missing=False`` while a queue starts: uploads without a cached score then rank by the
         model estimate recorded with their vote, so a start never waits for a model run per upload."""
         self.store, self.predictor, self.cache = store, predictor, cache
@@ -146,7 +150,7 @@ class DatasetReview:
     """The ``--review`` data set: ``queue`` opens once ids and labels are read, ``groups`` (the
     conflicting near-duplicates) once they are found; the model scores the rest meanwhile."""
 
-    def __init__(self, path: str, store: Any, predictor: Any, cache_dir: Path, model: str, model_version: str,
+    def __init__(self, path: str, store: FeedbackStore, predictor: AgePredictor, cache_dir: Path, model: str, model_version: str,
                  claim_ttl: float = CLAIM_TTL, find_conflicts: bool = True) -> None:
         self.path, self.store, self.predictor = path, store, predictor
         self.cache_dir, self.model, self.model_version, self.claim_ttl = cache_dir, model, model_version, claim_ttl

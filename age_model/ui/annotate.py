@@ -25,7 +25,7 @@ import io
 import logging
 import statistics
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import gradio as gr
 import pandas as pd
@@ -36,6 +36,9 @@ from age_model.review import ReviewItem, ReviewQueue
 from age_model.review_scoring import CLAIM_TTL, DatasetReview, ScoreCache, SubmissionScores, model_key, store_folder
 from age_model.ui.errors import user_error
 from age_model.ui.state import AppState
+
+if TYPE_CHECKING:
+    from age_model.ui.server import ServerOptions
 
 logger = logging.getLogger(__name__)
 
@@ -76,7 +79,7 @@ def _age(value: float | None) -> str:
 class Annotator:
     """What the page does, independent of its layout: the handlers call these, these call the queues."""
 
-    def __init__(self, state: AppState, options: Any) -> None:
+    def __init__(self, state: AppState, options: ServerOptions) -> None:
         self.state = state
         self.options = options
         self.store = state.store
@@ -364,7 +367,7 @@ class Annotator:
 # ----------------------------------------------------------------------------- the layout
 
 
-def build_annotate_app(state: AppState, options: Any) -> gr.Blocks:
+def build_annotate_app(state: AppState, options: ServerOptions) -> gr.Blocks:
     """The /annotate page: Annotate, Bulk grid and Stats tabs. server.py mounts it behind the
     annotators' login with ``HEAD_PATHS`` (keyboard shortcuts) and ``CSS_PATHS``."""
     from age_model.ui.stats import build_stats_tab, start_scheduled_push

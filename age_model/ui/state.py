@@ -1,5 +1,7 @@
 """What the app's tabs share: the loaded model (or why there is none), the feedback store, the options."""
 
+from __future__ import annotations
+
 import json
 import logging
 import os
@@ -7,11 +9,14 @@ import re
 import secrets
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 from age_model.feedback.urls import DEFAULT_URL
-from age_model.predictor import HOW_TO_GET_A_MODEL, load_predictor
+from age_model.predictor import HOW_TO_GET_A_MODEL, AgePredictor, load_predictor
 from age_model.ui.errors import user_error
+
+if TYPE_CHECKING:
+    from age_model.feedback import FeedbackStore
 
 logger = logging.getLogger(__name__)
 
@@ -24,9 +29,9 @@ class AppState:
     model: str
     threshold: float = 25.0
     store_url: str = DEFAULT_URL
-    predictor: Any = None
+    predictor: AgePredictor | None = None
     model_error: str | None = None
-    store: Any = None
+    store: FeedbackStore | None = None
     store_error: str | None = None
     metrics: dict[str, Any] = field(default_factory=dict)
     upload_folder: Path | None = None  # this server's private Gradio upload/cache folder
@@ -57,12 +62,12 @@ class AppState:
     def model_version(self) -> str:
         return Path(self.model).name if Path(self.model).exists() else self.model
 
-    def require_predictor(self) -> Any:
+    def require_predictor(self) -> AgePredictor:
         if self.predictor is None:
             raise user_error(f"No age model is loaded ({self.model_error}). {HOW_TO_GET_A_MODEL}")
         return self.predictor
 
-    def require_store(self) -> Any:
+    def require_store(self) -> FeedbackStore:
         if self.store is None:
             raise user_error(f"The feedback store is not available ({self.store_error}). Start the app with --store URL.")
         return self.store

@@ -7,12 +7,16 @@ import logging
 import threading
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import gradio as gr
 
 from age_model.ui.errors import user_error
 import pandas as pd
+
+if TYPE_CHECKING:
+    from age_model.feedback import FeedbackStore
+    from age_model.ui.annotate import Annotator
 
 logger = logging.getLogger(__name__)
 
@@ -33,7 +37,7 @@ def _alpha(value: float | None) -> str:
     return "–" if value is None else f"{value:.2f}"
 
 
-def stats_view(backend: Any, queue_name: str, request: gr.Request | None) -> tuple[str, pd.DataFrame, pd.DataFrame, pd.DataFrame]:
+def stats_view(backend: Annotator, queue_name: str, request: gr.Request | None) -> tuple[str, pd.DataFrame, pd.DataFrame, pd.DataFrame]:
     """Figures for the selected queue and the whole store (agreement per source, with Krippendorff's alpha)."""
     from age_model.feedback.export import feedback_stats
 
@@ -77,11 +81,11 @@ def stats_view(backend: Any, queue_name: str, request: gr.Request | None) -> tup
     return text, annotators, statuses, sources
 
 
-def export_command(store: Any, out: Path) -> str:
+def export_command(store: FeedbackStore, out: Path) -> str:
     return f"python -m age_model.feedback export {out} --store '{store.location.display()}' --overwrite"
 
 
-def export_now(backend: Any, request: gr.Request | None) -> str:
+def export_now(backend: Annotator, request: gr.Request | None) -> str:
     """Write a new export folder under the store's folder and say where (nothing is overwritten)."""
     from age_model.publish import export_feedback
 
@@ -99,7 +103,7 @@ def export_now(backend: Any, request: gr.Request | None) -> str:
             f"The same from a shell:\n\n```\n{export_command(backend.store, result.path)}\n```")
 
 
-def build_stats_tab(backend: Any, queue_name: gr.Radio, tab: gr.Tab) -> None:
+def build_stats_tab(backend: Annotator, queue_name: gr.Radio, tab: gr.Tab) -> None:
     """Lay out the Stats tab inside the current Blocks context (the queue selector lives on the Annotate tab)."""
     refresh = gr.Button("Refresh", size="sm", elem_id="stats_refresh")
     summary = gr.Markdown(elem_id="stats_summary")
@@ -130,12 +134,12 @@ def build_stats_tab(backend: Any, queue_name: gr.Radio, tab: gr.Tab) -> None:
 # ----------------------------------------------------------------------------- scheduled push
 
 
-def _fingerprint(store: Any) -> tuple[int, int]:
+def _fingerprint(store: FeedbackStore) -> tuple[int, int]:
     votes = store.votes()
     return len(votes), max((v.id for v in votes), default=0)
 
 
-def start_scheduled_push(store: Any, folder: Path, repo_id: str, every_minutes: float) -> threading.Thread:
+def start_scheduled_push(store: FeedbackStore, folder: Path, repo_id: str, every_minutes: float) -> threading.Thread:
     """Push the feedback export to ``repo_id`` every ``every_minutes`` from a background thread.
 
     The export is refreshed in ``folder`` (under the scheduler's lock, only when votes changed) right
