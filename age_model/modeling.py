@@ -22,6 +22,8 @@ from transformers import (
     PreTrainedModel,
 )
 
+from age_model.faces.crops import DEFAULT_CROP, CropSpec
+
 logger = logging.getLogger(__name__)
 
 HEADS = ("regression", "gaussian", "bins")
@@ -38,13 +40,14 @@ class AgeSettings:
     age_std: float = 20.0
     target: str = "real"
     faces: str = "detect"  # "detect": photos go through face detection; "cropped": inputs are crops
-    crop_margin: float = 0.4  # margin added around a detected face box (APPA-REAL: 40%)
-    # How faces.crop_face frames a detected face: "box" (box + crop_margin per side, APPA-REAL),
+    # How faces.crop_face frames a detected face, stored flat in config.json and read as one
+    # CropSpec by `crop` (the defaults are CropSpec's): "box" (box + crop_margin per side, APPA-REAL),
     # "square" (the same around a square box) or "aligned" (eyes level, square, sized from the
     # landmarks by align_scale / align_shift). faces.calibrate_crop fits these on training crops.
-    crop_style: str = "box"
-    align_scale: float = 1.0
-    align_shift: float = 0.1
+    crop_margin: float = DEFAULT_CROP.margin
+    crop_style: str = DEFAULT_CROP.style
+    align_scale: float = DEFAULT_CROP.align_scale
+    align_shift: float = DEFAULT_CROP.align_shift
     image_size: int = 224
     # Uncertainty calibration from validation: predicted-age band edges and the mean absolute error
     # the model made in each band. Used as the spread where the head gives no uncertainty of its own.
@@ -59,6 +62,17 @@ class AgeSettings:
     # True once fold_into_head has put age_mean/age_std into the output layer (regression and
     # gaussian heads): the outputs are then years, which plain transformers shows as they are.
     outputs_in_years: bool = False
+
+    @property
+    def crop(self) -> CropSpec:
+        """How this model frames a detected face. Raises ``ValueError`` for an unknown ``crop_style``."""
+        return CropSpec(style=self.crop_style, margin=self.crop_margin, align_scale=self.align_scale,
+                        align_shift=self.align_shift)
+
+    @crop.setter
+    def crop(self, crop: CropSpec) -> None:
+        self.crop_style, self.crop_margin = crop.style, crop.margin
+        self.align_scale, self.align_shift = crop.align_scale, crop.align_shift
 
     def num_outputs(self) -> int:
         return {"regression": 1, "gaussian": 2, "bins": BINS_MAX_AGE + 1}[self.head]

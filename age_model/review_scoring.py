@@ -305,9 +305,9 @@ class DatasetReview:
         """What the model sees: the image itself for crops, the largest face's crop for photos (None: no face)."""
         if self.faces != "detect":
             return image.convert("RGB")
-        from age_model.faces import largest_face_crop
+        from age_model.faces.crops import DEFAULT_CROP, largest_face_crop
 
-        return largest_face_crop(image, self.predictor.settings if self.predictor is not None else 0.4)
+        return largest_face_crop(image, self.predictor.settings.crop if self.predictor is not None else DEFAULT_CROP)
 
     def status(self) -> str:
         """One line for the page: what is loaded and how far scoring got."""
