@@ -11,7 +11,7 @@ import logging
 import math
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 import numpy as np
 import torch
@@ -19,6 +19,8 @@ from transformers import (
     AutoConfig,
     AutoImageProcessor,
     AutoModelForImageClassification,
+    BaseImageProcessor,
+    PretrainedConfig,
     PreTrainedModel,
 )
 
@@ -78,12 +80,12 @@ class AgeSettings:
         return {"regression": 1, "gaussian": 2, "bins": BINS_MAX_AGE + 1}[self.head]
 
     @classmethod
-    def from_config(cls, config: Any) -> "AgeSettings":
+    def from_config(cls, config: PretrainedConfig) -> "AgeSettings":
         raw = getattr(config, "agecheck", None) or {}
         known = {k: v for k, v in raw.items() if k in cls.__dataclass_fields__}
         return cls(**known)
 
-    def save_to_config(self, config: Any) -> None:
+    def save_to_config(self, config: PretrainedConfig) -> None:
         config.agecheck = asdict(self)
 
     def output_scale(self) -> tuple[float, float]:
@@ -181,7 +183,7 @@ def head_parameter_names(model: PreTrainedModel) -> set[str]:
     return names
 
 
-def configure_processor(processor: Any, image_size: int) -> Any:
+def configure_processor(processor: BaseImageProcessor, image_size: int) -> BaseImageProcessor:
     """Make the image processor bring a face crop to ``image_size`` without cutting into a square crop.
 
     Square crops (UTKFace chips, the "square" and "aligned" styles) pass whole. A non-square crop
@@ -203,7 +205,7 @@ def configure_processor(processor: Any, image_size: int) -> Any:
     return processor
 
 
-def load_processor(base_model: str, image_size: int) -> Any:
+def load_processor(base_model: str, image_size: int) -> BaseImageProcessor:
     return configure_processor(AutoImageProcessor.from_pretrained(base_model), image_size)
 
 
@@ -255,7 +257,7 @@ def fit_calibration(predicted: np.ndarray, true: np.ndarray, band_width: float =
     return edges, maes
 
 
-def fit_spread_scale(errors: np.ndarray, spreads: np.ndarray, groups: Any = None, target: float = 0.7,
+def fit_spread_scale(errors: np.ndarray, spreads: np.ndarray, groups: Sequence[str] | None = None, target: float = 0.7,
                      min_scale: float = 1.0) -> tuple[float, dict[str, float]]:
     """The smallest factor on the spread that puts ``target`` of the absolute errors within ±
     in every group (source) at once: a split-conformal quantile taken on the worst group.
@@ -315,7 +317,8 @@ def fold_into_head(model: PreTrainedModel, settings: AgeSettings) -> AgeSettings
     return settings
 
 
-def load_age_model(path_or_repo_id: str, device: str | torch.device = "cpu") -> tuple[PreTrainedModel, Any, AgeSettings]:
+def load_age_model(path_or_repo_id: str, device: str | torch.device = "cpu",
+                   ) -> tuple[PreTrainedModel, BaseImageProcessor, AgeSettings]:
     """Load a fine-tuned age model, its image processor and its settings (local folder or Hub id)."""
     try:
         # fp32 always: the shipped checkpoint is stored in fp16 to stay small, and CPUs run fp32 fastest

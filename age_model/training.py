@@ -21,23 +21,23 @@ from typing import Any, Iterable, Sequence
 import numpy as np
 import torch
 import torch.nn.functional as F
-from datasets import DatasetDict, load_from_disk
+from datasets import Dataset, DatasetDict, load_from_disk
 from datasets import Image as DatasetImage
 from PIL import Image, ImageEnhance, ImageFilter, ImageOps
-from transformers import EvalPrediction, Trainer, TrainerCallback, TrainingArguments
+from transformers import BaseImageProcessor, EvalPrediction, Trainer, TrainerCallback, TrainingArguments
 from transformers.trainer_utils import IntervalStrategy, SaveStrategy, get_last_checkpoint
 
 from age_model.cards import age_band_counts, age_stats, render_model_card
 from age_model.cards.render import display_path
 from age_model.data import LoadOptions, load_age_datasets
-from age_model.hub import HubError, push_model
 from age_model.faces.calibration import calibrate_crop
 from age_model.faces.crops import DEFAULT_CROP, CropSpec, largest_face_crop
+from age_model.hub import HubError, push_model
 from age_model.metrics import load_age_error
 from age_model.metrics.age_error.age_error import age_errors
 from age_model.modeling import (
-    HEADS,
     BINS_MAX_AGE,
+    HEADS,
     AgeSettings,
     build_age_model,
     fit_calibration,
@@ -215,7 +215,7 @@ def augment_face(image: Image.Image, rng: random.Random) -> Image.Image:
 class FaceTransform:
     """Batch transform for `Dataset.with_transform`: RGB, optional augmentation, the model's own processor."""
 
-    def __init__(self, processor: Any, augment: bool, flip: bool = False, seed: int = 0) -> None:
+    def __init__(self, processor: BaseImageProcessor, augment: bool, flip: bool = False, seed: int = 0) -> None:
         self.processor, self.augment, self.flip, self.seed = processor, augment, flip, seed
         self._rng: random.Random | None = None
         self._rng_owner: tuple[int, int] | None = None
@@ -554,7 +554,7 @@ class SplitPredictions:
         return combine_spread(self.ages, self.sigma, np.abs(self.plain - self.mirrored) / 2, settings)
 
 
-def predict_ages(trainer: Trainer, split: Any, processor: Any) -> SplitPredictions:
+def predict_ages(trainer: Trainer, split: Dataset, processor: BaseImageProcessor) -> SplitPredictions:
     """Ages for a split from each image as is and mirrored, with the head's sigma."""
     settings: AgeSettings = trainer.settings  # type: ignore[attr-defined]
     ages, sigmas = [], []
@@ -579,7 +579,7 @@ def within_spread(errors: np.ndarray, spreads: np.ndarray, sources: Sequence[str
     return result
 
 
-def _pooled_and_per_source(predicted: np.ndarray, true: np.ndarray, split: Any, threshold: float) -> dict[str, float]:
+def _pooled_and_per_source(predicted: np.ndarray, true: np.ndarray, split: Dataset, threshold: float) -> dict[str, float]:
     metrics = age_errors(predicted, true, threshold)
     sources = _sources(split)
     if len(set(sources)) > 1:
@@ -587,7 +587,7 @@ def _pooled_and_per_source(predicted: np.ndarray, true: np.ndarray, split: Any, 
     return metrics
 
 
-def _sources(split: Any) -> list[str]:
+def _sources(split: Dataset) -> list[str]:
     return list(split.with_format(None).select_columns(["source"])["source"])
 
 
@@ -601,11 +601,11 @@ def _source_order(dataset: DatasetDict) -> list[str]:
     return names
 
 
-def _true(split: Any) -> np.ndarray:
+def _true(split: Dataset) -> np.ndarray:
     return np.asarray(split.with_format(None).select_columns(["age"])["age"], dtype=float)
 
 
-def _calibrate_serving_crop(train: Any, settings: AgeSettings, training_args: TrainingArguments) -> AgeSettings:
+def _calibrate_serving_crop(train: Dataset, settings: AgeSettings, training_args: TrainingArguments) -> AgeSettings:
     """Measure which detection crop reproduces the training crops' framing, and store it with the model.
 
     Under DDP the main process measures and sends the result to the other ranks.

@@ -20,6 +20,8 @@ import time
 from pathlib import Path
 
 import numpy as np
+from PIL import Image
+from transformers import AutoConfig
 
 if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
@@ -31,7 +33,7 @@ from age_model.faces.detection import detect_faces  # noqa: E402
 from age_model.modeling import AgeSettings  # noqa: E402
 
 
-def mean_iou(images: list, settings: AgeSettings, seed: int = 0) -> tuple[float, int]:
+def mean_iou(images: list[Image.Image], settings: AgeSettings, seed: int = 0) -> tuple[float, int]:
     """Mean IoU of the serving crop with each image's box inside a synthetic photo; and how many were found."""
     rng = np.random.default_rng(seed)
     crop = settings.crop
@@ -50,9 +52,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--data", action="append", required=True, help="sources in training order (repeat)")
     parser.add_argument("--n", type=int, default=200, help="images per source (default %(default)s)")
     args = parser.parse_args(argv)
-    import json
-
-    settings = AgeSettings.from_config(type("C", (), {"agecheck": json.loads((Path(args.model) / "config.json").read_text())["agecheck"]}))
+    settings = AgeSettings.from_config(AutoConfig.from_pretrained(args.model))
     started = time.monotonic()
     print("| source | training framing | serving crop IoU | found | IoU with the crops as stored |")
     print("|---|---|---:|---:|---:|")
