@@ -319,7 +319,10 @@ def fold_into_head(model: PreTrainedModel, settings: AgeSettings) -> AgeSettings
 
 def load_age_model(path_or_repo_id: str, device: str | torch.device = "cpu",
                    ) -> tuple[PreTrainedModel, BaseImageProcessor, AgeSettings]:
-    """Load a fine-tuned age model, its image processor and its settings (local folder or Hub id)."""
+    """Load a fine-tuned age model, its image processor and its settings (local folder or Hub id).
+
+    Raises ``OSError`` saying what to give when the folder or id holds no loadable model.
+    """
     try:
         # fp32 always: the shipped checkpoint is stored in fp16 to stay small, and CPUs run fp32 fastest
         model = AutoModelForImageClassification.from_pretrained(path_or_repo_id, dtype=torch.float32)

@@ -233,7 +233,10 @@ class AgePredictor:
     # ------------------------------------------------------------------ photos
 
     def find_faces(self, photo: Image.Image) -> tuple[list[Face], list[Image.Image]]:
-        """The faces of an upright RGB photo and their crops, framed as the model was trained."""
+        """The faces of an upright RGB photo and their crops, framed as the model was trained.
+
+        Raises ``ValueError`` when the model's settings name an unknown crop style.
+        """
         if self.settings.faces == "cropped":
             width, height = photo.size
             return [Face(box=(0.0, 0.0, float(width), float(height)), score=1.0, landmarks=())], [photo]

@@ -29,9 +29,12 @@ import threading
 import time
 from collections.abc import Iterator, Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from age_model.review import ReviewQueue, dataset_candidates
+
+if TYPE_CHECKING:
+    from PIL import Image
 
 logger = logging.getLogger(__name__)
 
@@ -301,7 +304,7 @@ class DatasetReview:
                 out[k] = (ids[k], float(age), float(spread))
         return out
 
-    def face_of(self, image: Any) -> Any:
+    def face_of(self, image: Image.Image) -> Image.Image | None:
         """What the model sees: the image itself for crops, the largest face's crop for photos (None: no face)."""
         if self.faces != "detect":
             return image.convert("RGB")
