@@ -110,8 +110,11 @@ class ModelArguments:
     loss: str = field(default="l1", metadata={"help": "Loss of the regression head: l1, mse or huber."})
     label_sigma: float = field(default=2.0, metadata={"help": "Width in years of the label distribution that the bins head learns."})
     image_size: int = field(default=224, metadata={"help": "Side of the square model input in pixels (use multiples of 32; 160 trains ~2x faster on CPU)."})
-    crop_margin: float = field(default=DEFAULT_CROP.margin, metadata={"help": "Margin around a detected face box when photos are cropped (APPA-REAL: 0.4)."})
-    crop_style: str = field(default=DEFAULT_CROP.style, metadata={"help": "How photos are cropped around a detected face: box (enlarged by --crop-margin), square, or aligned (eyes level)."})
+    crop_margin: float = field(default=DEFAULT_CROP.margin, metadata={
+        "help": "Margin around a detected face box when photos are cropped (APPA-REAL: 0.4)."})
+    crop_style: str = field(default=DEFAULT_CROP.style, metadata={
+        "help": "How photos are cropped around a detected face: box (enlarged by --crop-margin), square, "
+                "or aligned (eyes level)."})
     freeze_backbone_epochs: int = field(default=0, metadata={"help": "Train only the new head for this many epochs first."})
     augment: bool = field(default=True, metadata={"help": "Random crop/scale, flip, rotation, colour, greyscale and blur on training images."})
     threshold: float = field(default=25.0, metadata={"help": "ID-check age for the policy metrics (Challenge 25)."})
@@ -579,7 +582,8 @@ def within_spread(errors: np.ndarray, spreads: np.ndarray, sources: Sequence[str
     return result
 
 
-def _pooled_and_per_source(predicted: np.ndarray, true: np.ndarray, split: Dataset, threshold: float) -> dict[str, float]:
+def _pooled_and_per_source(predicted: np.ndarray, true: np.ndarray, split: Dataset,
+                           threshold: float) -> dict[str, float]:
     metrics = age_errors(predicted, true, threshold)
     sources = _sources(split)
     if len(set(sources)) > 1:
