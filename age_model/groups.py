@@ -822,7 +822,7 @@ class FaceRows:
     @property
     def predictor(self) -> Any:
         if self._predictor is None:
-            from age_model.faces import DEFAULT_SCORE_THRESHOLD
+            from age_model.faces.detection import DEFAULT_SCORE_THRESHOLD
             from age_model.predictor import AgePredictor
 
             if self.threads and os.getpid() != self._pid:  # a worker process: its own small share of the CPU

@@ -11,7 +11,7 @@ import logging
 import math
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 import numpy as np
 import torch
@@ -19,8 +19,12 @@ from transformers import (
     AutoConfig,
     AutoImageProcessor,
     AutoModelForImageClassification,
+    BaseImageProcessor,
+    PretrainedConfig,
     PreTrainedModel,
 )
+
+from age_model.faces.crops import DEFAULT_CROP, CropSpec
 
 logger = logging.getLogger(__name__)
 
@@ -38,13 +42,14 @@ class AgeSettings:
     age_std: float = 20.0
     target: str = "real"
     faces: str = "detect"  # "detect": photos go through face detection; "cropped": inputs are crops
-    crop_margin: float = 0.4  # margin added around a detected face box (APPA-REAL: 40%)
-    # How faces.crop_face frames a detected face: "box" (box + crop_margin per side, APPA-REAL),
+    # How faces.crop_face frames a detected face, stored flat in config.json and read as one
+    # CropSpec by `crop` (the defaults are CropSpec's): "box" (box + crop_margin per side, APPA-REAL),
     # "square" (the same around a square box) or "aligned" (eyes level, square, sized from the
     # landmarks by align_scale / align_shift). faces.calibrate_crop fits these on training crops.
-    crop_style: str = "box"
-    align_scale: float = 1.0
-    align_shift: float = 0.1
+    crop_margin: float = DEFAULT_CROP.margin
+    crop_style: str = DEFAULT_CROP.style
+    align_scale: float = DEFAULT_CROP.align_scale
+    align_shift: float = DEFAULT_CROP.align_shift
     image_size: int = 224
     # Uncertainty calibration from validation: predicted-age band edges and the mean absolute error
     # the model made in each band. Used as the spread where the head gives no uncertainty of its own.
@@ -60,16 +65,27 @@ class AgeSettings:
     # gaussian heads): the outputs are then years, which plain transformers shows as they are.
     outputs_in_years: bool = False
 
+    @property
+    def crop(self) -> CropSpec:
+        """How this model frames a detected face. Raises ``ValueError`` for an unknown ``crop_style``."""
+        return CropSpec(style=self.crop_style, margin=self.crop_margin, align_scale=self.align_scale,
+                        align_shift=self.align_shift)
+
+    @crop.setter
+    def crop(self, crop: CropSpec) -> None:
+        self.crop_style, self.crop_margin = crop.style, crop.margin
+        self.align_scale, self.align_shift = crop.align_scale, crop.align_shift
+
     def num_outputs(self) -> int:
         return {"regression": 1, "gaussian": 2, "bins": BINS_MAX_AGE + 1}[self.head]
 
     @classmethod
-    def from_config(cls, config: Any) -> "AgeSettings":
+    def from_config(cls, config: PretrainedConfig) -> "AgeSettings":
         raw = getattr(config, "agecheck", None) or {}
         known = {k: v for k, v in raw.items() if k in cls.__dataclass_fields__}
         return cls(**known)
 
-    def save_to_config(self, config: Any) -> None:
+    def save_to_config(self, config: PretrainedConfig) -> None:
         config.agecheck = asdict(self)
 
     def output_scale(self) -> tuple[float, float]:
@@ -167,7 +183,7 @@ def head_parameter_names(model: PreTrainedModel) -> set[str]:
     return names
 
 
-def configure_processor(processor: Any, image_size: int) -> Any:
+def configure_processor(processor: BaseImageProcessor, image_size: int) -> BaseImageProcessor:
     """Make the image processor bring a face crop to ``image_size`` without cutting into a square crop.
 
     Square crops (UTKFace chips, the "square" and "aligned" styles) pass whole. A non-square crop
@@ -189,7 +205,7 @@ def configure_processor(processor: Any, image_size: int) -> Any:
     return processor
 
 
-def load_processor(base_model: str, image_size: int) -> Any:
+def load_processor(base_model: str, image_size: int) -> BaseImageProcessor:
     return configure_processor(AutoImageProcessor.from_pretrained(base_model), image_size)
 
 
@@ -241,7 +257,7 @@ def fit_calibration(predicted: np.ndarray, true: np.ndarray, band_width: float =
     return edges, maes
 
 
-def fit_spread_scale(errors: np.ndarray, spreads: np.ndarray, groups: Any = None, target: float = 0.7,
+def fit_spread_scale(errors: np.ndarray, spreads: np.ndarray, groups: Sequence[str] | None = None, target: float = 0.7,
                      min_scale: float = 1.0) -> tuple[float, dict[str, float]]:
     """The smallest factor on the spread that puts ``target`` of the absolute errors within ±
     in every group (source) at once: a split-conformal quantile taken on the worst group.
@@ -301,8 +317,12 @@ def fold_into_head(model: PreTrainedModel, settings: AgeSettings) -> AgeSettings
     return settings
 
 
-def load_age_model(path_or_repo_id: str, device: str | torch.device = "cpu") -> tuple[PreTrainedModel, Any, AgeSettings]:
-    """Load a fine-tuned age model, its image processor and its settings (local folder or Hub id)."""
+def load_age_model(path_or_repo_id: str, device: str | torch.device = "cpu",
+                   ) -> tuple[PreTrainedModel, BaseImageProcessor, AgeSettings]:
+    """Load a fine-tuned age model, its image processor and its settings (local folder or Hub id).
+
+    Raises ``OSError`` saying what to give when the folder or id holds no loadable model.
+    """
     try:
         # fp32 always: the shipped checkpoint is stored in fp16 to stay small, and CPUs run fp32 fastest
         model = AutoModelForImageClassification.from_pretrained(path_or_repo_id, dtype=torch.float32)

@@ -19,17 +19,9 @@ import numpy as np
 import torch
 from PIL import Image
 
-from age_model.faces import (
-    DEFAULT_SCORE_THRESHOLD,
-    MIN_FACE_PX,
-    Face,
-    ImageError,
-    ImageSource,
-    crop_face,
-    crop_options,
-    detect_faces,
-    load_image,
-)
+from age_model.faces.crops import crop_face
+from age_model.faces.detection import DEFAULT_SCORE_THRESHOLD, MIN_FACE_PX, Face, detect_faces
+from age_model.faces.intake import ImageError, ImageSource, load_image
 from age_model.modeling import (
     AgeSettings,
     calibrated_spread,
@@ -241,13 +233,16 @@ class AgePredictor:
     # ------------------------------------------------------------------ photos
 
     def find_faces(self, photo: Image.Image) -> tuple[list[Face], list[Image.Image]]:
-        """The faces of an upright RGB photo and their crops, framed as the model was trained."""
+        """The faces of an upright RGB photo and their crops, framed as the model was trained.
+
+        Raises ``ValueError`` when the model's settings name an unknown crop style.
+        """
         if self.settings.faces == "cropped":
             width, height = photo.size
             return [Face(box=(0.0, 0.0, float(width), float(height)), score=1.0, landmarks=())], [photo]
         faces = detect_faces(photo, self.score_threshold)
-        options = crop_options(self.settings)
-        return faces, [crop_face(photo, face, **options) for face in faces]
+        crop = self.settings.crop
+        return faces, [crop_face(photo, face, crop) for face in faces]
 
     def predict(self, images: ImageSource | Sequence[ImageSource]) -> list[PhotoResult]:
         """One :class:`PhotoResult` per input (a single input is treated as a list of one).

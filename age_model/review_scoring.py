@@ -34,6 +34,8 @@ from typing import TYPE_CHECKING, Any
 from age_model.review import ReviewQueue, dataset_candidates
 
 if TYPE_CHECKING:
+    from PIL import Image
+
     from age_model.feedback import FeedbackStore
     from age_model.predictor import AgePredictor
 
@@ -305,13 +307,13 @@ class DatasetReview:
                 out[k] = (ids[k], float(age), float(spread))
         return out
 
-    def face_of(self, image: Any) -> Any:
+    def face_of(self, image: Image.Image) -> Image.Image | None:
         """What the model sees: the image itself for crops, the largest face's crop for photos (None: no face)."""
         if self.faces != "detect":
             return image.convert("RGB")
-        from age_model.faces import largest_face_crop
+        from age_model.faces.crops import DEFAULT_CROP, largest_face_crop
 
-        return largest_face_crop(image, self.predictor.settings if self.predictor is not None else 0.4)
+        return largest_face_crop(image, self.predictor.settings.crop if self.predictor is not None else DEFAULT_CROP)
 
     def status(self) -> str:
         """One line for the page: what is loaded and how far scoring got."""

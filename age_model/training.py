@@ -21,22 +21,23 @@ from typing import Any, Iterable, Sequence
 import numpy as np
 import torch
 import torch.nn.functional as F
-from datasets import DatasetDict, load_from_disk
+from datasets import Dataset, DatasetDict, load_from_disk
 from datasets import Image as DatasetImage
 from PIL import Image, ImageEnhance, ImageFilter, ImageOps
-from transformers import EvalPrediction, Trainer, TrainerCallback, TrainingArguments
+from transformers import BaseImageProcessor, EvalPrediction, Trainer, TrainerCallback, TrainingArguments
 from transformers.trainer_utils import IntervalStrategy, SaveStrategy, get_last_checkpoint
 
 from age_model.cards import age_band_counts, age_stats, render_model_card
 from age_model.cards.render import display_path
 from age_model.data import LoadOptions, load_age_datasets
+from age_model.faces.calibration import calibrate_crop
+from age_model.faces.crops import DEFAULT_CROP, CropSpec, largest_face_crop
 from age_model.hub import HubError, push_model
-from age_model.faces import calibrate_crop, largest_face_crop
 from age_model.metrics import load_age_error
 from age_model.metrics.age_error.age_error import age_errors
 from age_model.modeling import (
-    HEADS,
     BINS_MAX_AGE,
+    HEADS,
     AgeSettings,
     build_age_model,
     fit_calibration,
@@ -109,8 +110,11 @@ class ModelArguments:
     loss: str = field(default="l1", metadata={"help": "Loss of the regression head: l1, mse or huber."})
     label_sigma: float = field(default=2.0, metadata={"help": "Width in years of the label distribution that the bins head learns."})
     image_size: int = field(default=224, metadata={"help": "Side of the square model input in pixels (use multiples of 32; 160 trains ~2x faster on CPU)."})
-    crop_margin: float = field(default=0.4, metadata={"help": "Margin around a detected face box when photos are cropped (APPA-REAL: 0.4)."})
-    crop_style: str = field(default="box", metadata={"help": "How photos are cropped around a detected face: box (enlarged by --crop-margin), square, or aligned (eyes level)."})
+    crop_margin: float = field(default=DEFAULT_CROP.margin, metadata={
+        "help": "Margin around a detected face box when photos are cropped (APPA-REAL: 0.4)."})
+    crop_style: str = field(default=DEFAULT_CROP.style, metadata={
+        "help": "How photos are cropped around a detected face: box (enlarged by --crop-margin), square, "
+                "or aligned (eyes level)."})
     freeze_backbone_epochs: int = field(default=0, metadata={"help": "Train only the new head for this many epochs first."})
     augment: bool = field(default=True, metadata={"help": "Random crop/scale, flip, rotation, colour, greyscale and blur on training images."})
     threshold: float = field(default=25.0, metadata={"help": "ID-check age for the policy metrics (Challenge 25)."})
@@ -214,7 +218,7 @@ def augment_face(image: Image.Image, rng: random.Random) -> Image.Image:
 class FaceTransform:
     """Batch transform for `Dataset.with_transform`: RGB, optional augmentation, the model's own processor."""
 
-    def __init__(self, processor: Any, augment: bool, flip: bool = False, seed: int = 0) -> None:
+    def __init__(self, processor: BaseImageProcessor, augment: bool, flip: bool = False, seed: int = 0) -> None:
         self.processor, self.augment, self.flip, self.seed = processor, augment, flip, seed
         self._rng: random.Random | None = None
         self._rng_owner: tuple[int, int] | None = None
@@ -287,12 +291,13 @@ def crop_photos(dataset: DatasetDict, settings: AgeSettings, sources: Iterable[s
     Returns the dataset and, per source, how many images had no detectable face.
     """
     chosen = None if sources is None else set(sources)
+    framing = settings.crop
 
     def crop(image: dict[str, Any], source: str) -> dict[str, Any]:
         if chosen is not None and source not in chosen:  # untouched: the stored bytes, never re-encoded
             return {"image": image, "has_face": True}
         photo = Image.open(io.BytesIO(image["bytes"]) if image.get("bytes") else image["path"])
-        face = largest_face_crop(photo, settings)
+        face = largest_face_crop(photo, framing)
         return {"image": face if face is not None else image, "has_face": face is not None}
 
     dataset = dataset.cast_column("image", DatasetImage(decode=False))
@@ -552,7 +557,7 @@ class SplitPredictions:
         return combine_spread(self.ages, self.sigma, np.abs(self.plain - self.mirrored) / 2, settings)
 
 
-def predict_ages(trainer: Trainer, split: Any, processor: Any) -> SplitPredictions:
+def predict_ages(trainer: Trainer, split: Dataset, processor: BaseImageProcessor) -> SplitPredictions:
     """Ages for a split from each image as is and mirrored, with the head's sigma."""
     settings: AgeSettings = trainer.settings  # type: ignore[attr-defined]
     ages, sigmas = [], []
@@ -577,7 +582,8 @@ def within_spread(errors: np.ndarray, spreads: np.ndarray, sources: Sequence[str
     return result
 
 
-def _pooled_and_per_source(predicted: np.ndarray, true: np.ndarray, split: Any, threshold: float) -> dict[str, float]:
+def _pooled_and_per_source(predicted: np.ndarray, true: np.ndarray, split: Dataset,
+                           threshold: float) -> dict[str, float]:
     metrics = age_errors(predicted, true, threshold)
     sources = _sources(split)
     if len(set(sources)) > 1:
@@ -585,7 +591,7 @@ def _pooled_and_per_source(predicted: np.ndarray, true: np.ndarray, split: Any, 
     return metrics
 
 
-def _sources(split: Any) -> list[str]:
+def _sources(split: Dataset) -> list[str]:
     return list(split.with_format(None).select_columns(["source"])["source"])
 
 
@@ -599,24 +605,23 @@ def _source_order(dataset: DatasetDict) -> list[str]:
     return names
 
 
-def _true(split: Any) -> np.ndarray:
+def _true(split: Dataset) -> np.ndarray:
     return np.asarray(split.with_format(None).select_columns(["age"])["age"], dtype=float)
 
 
-def _calibrate_serving_crop(train: Any, settings: AgeSettings, training_args: TrainingArguments) -> AgeSettings:
+def _calibrate_serving_crop(train: Dataset, settings: AgeSettings, training_args: TrainingArguments) -> AgeSettings:
     """Measure which detection crop reproduces the training crops' framing, and store it with the model.
 
     Under DDP the main process measures and sends the result to the other ranks.
     """
-    found: list[dict[str, Any] | None] = [None]
+    found: list[CropSpec | None] = [None]
     if training_args.process_index == 0:
         sample = train.select(range(min(200, len(train))))
         found = [calibrate_crop([image.convert("RGB") for image in sample["image"]])]
     if training_args.world_size > 1:
         torch.distributed.broadcast_object_list(found, src=0)
-    for key, value in (found[0] or {}).items():
-        if hasattr(settings, key):
-            setattr(settings, key, value)
+    if found[0] is not None:  # with the fitted crop the model can serve whole photos
+        settings.crop, settings.faces = found[0], "detect"
     return settings
 
 

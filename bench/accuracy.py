@@ -44,7 +44,8 @@ if __package__ in (None, ""):  # run as a script: make the repository importable
 from PIL import Image  # noqa: E402
 
 from age_model.data import SOURCE_CODES, SPLIT_ALIASES, LoadOptions, LoadReport, load_age_dataset, parse_source_spec  # noqa: E402
-from age_model.faces import frame_chip, load_image  # noqa: E402
+from age_model.faces.calibration import frame_chip  # noqa: E402
+from age_model.faces.intake import load_image  # noqa: E402
 from age_model.ages import AGE_BANDS, band_label  # noqa: E402
 from age_model.metrics.age_error.age_error import age_errors  # noqa: E402
 from age_model.policy import asks_for_id  # noqa: E402

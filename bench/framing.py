@@ -20,25 +20,29 @@ import time
 from pathlib import Path
 
 import numpy as np
+from PIL import Image
+from transformers import AutoConfig
 
 if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from age_model.data import load_age_dataset  # noqa: E402
-from age_model.faces import crop_face, crop_options, crop_quad, detect_faces, frame_chip, quad_iou  # noqa: E402
+from age_model.faces.calibration import frame_chip, quad_iou  # noqa: E402
+from age_model.faces.crops import crop_face, crop_quad  # noqa: E402
+from age_model.faces.detection import detect_faces  # noqa: E402
 from age_model.modeling import AgeSettings  # noqa: E402
 
 
-def mean_iou(images: list, settings: AgeSettings, seed: int = 0) -> tuple[float, int]:
+def mean_iou(images: list[Image.Image], settings: AgeSettings, seed: int = 0) -> tuple[float, int]:
     """Mean IoU of the serving crop with each image's box inside a synthetic photo; and how many were found."""
     rng = np.random.default_rng(seed)
-    options = crop_options(settings)
+    crop = settings.crop
     scores = []
     for image in images:
         photo, box = frame_chip(image, rng)
         faces = [f for f in detect_faces(photo) if box[0] <= (f.box[0] + f.box[2]) / 2 <= box[2] and box[1] <= (f.box[1] + f.box[3]) / 2 <= box[3]]
         if faces:
-            scores.append(quad_iou(crop_quad(faces[0], **options), box))
+            scores.append(quad_iou(crop_quad(faces[0], crop), box))
     return (float(np.mean(scores)) if scores else float("nan")), len(scores)
 
 
@@ -48,9 +52,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--data", action="append", required=True, help="sources in training order (repeat)")
     parser.add_argument("--n", type=int, default=200, help="images per source (default %(default)s)")
     args = parser.parse_args(argv)
-    import json
-
-    settings = AgeSettings.from_config(type("C", (), {"agecheck": json.loads((Path(args.model) / "config.json").read_text())["agecheck"]}))
+    settings = AgeSettings.from_config(AutoConfig.from_pretrained(args.model))
     started = time.monotonic()
     print("| source | training framing | serving crop IoU | found | IoU with the crops as stored |")
     print("|---|---|---:|---:|---:|")
@@ -66,11 +68,11 @@ def main(argv: list[str] | None = None) -> int:
         for image in stored:
             faces = detect_faces(image)
             if faces:
-                recut.append(crop_face(image, faces[0], **crop_options(settings)))
+                recut.append(crop_face(image, faces[0], settings.crop))
         iou, found = mean_iou(recut, settings)
         raw, raw_found = mean_iou(stored, settings)
         print(f"| {Path(source).name} | re-cut by the detector ({len(recut)}/{len(stored)}) | {iou:.3f} | {found}/{len(recut)} | {raw:.3f} |")
-    print(f"\n`{' '.join(sys.argv)}`, {time.monotonic() - started:.0f} s; crop: {crop_options(settings)}")
+    print(f"\n`{' '.join(sys.argv)}`, {time.monotonic() - started:.0f} s; crop: {settings.crop}")
     return 0
 
 

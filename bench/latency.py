@@ -25,7 +25,9 @@ import numpy as np
 REPO_ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO_ROOT))
 
-from age_model.faces import crop_face, crop_options, detect_faces, load_image  # noqa: E402
+from age_model.faces.crops import crop_face  # noqa: E402
+from age_model.faces.detection import detect_faces  # noqa: E402
+from age_model.faces.intake import load_image  # noqa: E402
 from age_model.predictor import load_predictor  # noqa: E402  (threads, default model, clear errors)
 
 SHARED = Path(os.environ.get("AGECHECK_SHARED", REPO_ROOT.parent / "shared"))
@@ -68,8 +70,8 @@ def one_photo(predictor, data: bytes) -> dict[str, float]:
     times: dict[str, float] = {}
     times["decode"], photo = timed(lambda: load_image(data))
     times["detect"], faces = timed(lambda: detect_faces(photo, predictor.score_threshold))
-    options = crop_options(predictor.settings)
-    times["crop"], crops = timed(lambda: [crop_face(photo, f, **options) for f in faces] or [photo])
+    crop = predictor.settings.crop
+    times["crop"], crops = timed(lambda: [crop_face(photo, f, crop) for f in faces] or [photo])
     times["preprocess"], pixels = timed(lambda: predictor.preprocess(crops))
     times["model"], _ = timed(lambda: predictor.estimate(pixels))
     return times
@@ -100,7 +102,7 @@ def throughput_table(predictor, photos: list[bytes], batch: int, runs: int) -> s
     for data in photos:
         photo = load_image(data)
         faces = detect_faces(photo, predictor.score_threshold)
-        crops_per_photo.append(crop_face(photo, faces[0], **crop_options(predictor.settings)) if faces else photo)
+        crops_per_photo.append(crop_face(photo, faces[0], predictor.settings.crop) if faces else photo)
     crops = [crops_per_photo[i % len(crops_per_photo)] for i in range(batch)]
     batch_photos = [photos[i % len(photos)] for i in range(batch)]
     predictor.predict_crops(crops)  # warm-up at this batch size

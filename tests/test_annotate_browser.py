@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pytest
 
+from age_model.faces.crops import DEFAULT_CROP, CropSpec
 from age_model.feedback import FeedbackStore, Status
 from tests.app_support import ARTIFACTS, CHROMIUM, free_port, launch_chromium
 
@@ -30,13 +31,13 @@ FACES = 13  # turned copies of the example face, plus the conflicting copy: more
 ANGLES = (-30, -25, -20, -15, -10, -7, 7, 10, 15, 20, 25, 30)  # degrees: each copy another difference hash
 
 
-def write_review_set(folder: Path, framing: object = 0.4) -> Path:
+def write_review_set(folder: Path, framing: CropSpec = DEFAULT_CROP) -> Path:
     """A csv-format data set (images/ + labels.csv): FACES face crops of the example photo (``framing``: a
-    margin or a model's settings), each turned a few degrees (distinct difference hashes), labelled 20-68;
+    model's ``settings.crop``), each turned a few degrees (distinct difference hashes), labelled 20-68;
     copy 0 again, re-encoded, labelled 35."""
     from PIL import Image
 
-    from age_model.faces import largest_face_crop
+    from age_model.faces.crops import largest_face_crop
 
     face = largest_face_crop(Image.open(EXAMPLE_PHOTO).convert("RGB"), framing).resize((200, 200))
     (folder / "images").mkdir(parents=True)
@@ -169,7 +170,7 @@ def take_readme_screenshots() -> list[Path]:
 
     work = Path(tempfile.mkdtemp(prefix="agecheck-annotate-shot-"))
     model, _ = demo_model(work)
-    data = write_review_set(work / "faces", AgePredictor(model).settings)  # framed as the model was trained
+    data = write_review_set(work / "faces", AgePredictor(model).settings.crop)  # framed as the model was trained
     store_url = f"sqlite:///{work}/fb.db"
     options = ServerOptions(model=str(model), store=store_url, annotators=dict(USERS), review=str(data), port=free_port())
     with BackgroundServer(options) as url, sync_playwright() as playwright:

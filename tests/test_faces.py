@@ -14,6 +14,7 @@ from PIL import Image
 
 from age_model import faces
 from age_model.faces import Face, ImageError, crop_face, detect_faces, expand_box, load_image
+from age_model.faces.crops import CropSpec
 from age_model.modeling import AgeSettings
 
 
@@ -267,7 +268,7 @@ def test_big_photo_is_downscaled_and_boxes_mapped_back(fgnet_photos, fgnet_faces
     big = photo.resize((photo.width * 3, photo.height * 3), Image.BICUBIC)  # > 640: detected on a downscale
     face = detect_faces(big)[0]
     expected = np.array(small.box) * 3
-    assert faces.quad_iou(faces.crop_quad(face.box, margin=0.0), expected) > 0.85
+    assert faces.quad_iou(faces.crop_quad(face.box, CropSpec(margin=0.0)), expected) > 0.85
     assert np.allclose(np.array(face.landmarks), np.array(small.landmarks) * 3, atol=0.06 * small.width * 3)
 
 
@@ -312,7 +313,7 @@ def test_expand_box_by_hand() -> None:
 
 def test_box_crop_inside_the_photo_is_pixel_exact() -> None:
     photo = noise(300, 200)
-    crop = crop_face(photo, (100, 60, 150, 110), margin=0.4)  # -> (80, 40, 170, 130)
+    crop = crop_face(photo, (100, 60, 150, 110), CropSpec(style="box", margin=0.4))  # -> (80, 40, 170, 130)
     assert crop.size == (90, 90)
     np.testing.assert_array_equal(np.asarray(crop), np.asarray(photo.crop((80, 40, 170, 130))))
 
@@ -320,7 +321,7 @@ def test_box_crop_inside_the_photo_is_pixel_exact() -> None:
 @pytest.mark.parametrize("pad", ["black", "edge", "reflect"])
 def test_crop_past_the_edge_is_padded(pad: str) -> None:
     photo = noise(100, 100, seed=3)
-    crop = np.asarray(crop_face(photo, (0, 0, 50, 50), margin=0.4, pad=pad))  # -> (-20, -20, 70, 70)
+    crop = np.asarray(crop_face(photo, (0, 0, 50, 50), CropSpec(margin=0.4), pad=pad))  # -> (-20, -20, 70, 70)
     assert crop.shape == (90, 90, 3)
     np.testing.assert_array_equal(crop[20:, 20:], np.asarray(photo)[:70, :70])
     if pad == "black":
@@ -357,7 +358,7 @@ def test_aligned_crop_undoes_head_tilt(fgnet_photos) -> None:
     angles = []
     for image in (photo, tilted):
         face = detect_faces(image)[0]
-        crop = crop_face(image, face, style="aligned", align_scale=0.8, align_shift=0.3)
+        crop = crop_face(image, face, CropSpec(style="aligned", align_scale=0.8, align_shift=0.3))
         assert crop.width == crop.height
         angles.append((eye_angle(face), eye_angle(detect_faces(crop)[0])))
     (plain_in, plain_out), (tilted_in, tilted_out) = angles
@@ -368,9 +369,9 @@ def test_aligned_crop_undoes_head_tilt(fgnet_photos) -> None:
 
 def test_aligned_needs_landmarks_and_bad_options_raise() -> None:
     with pytest.raises(ValueError, match="landmarks"):
-        crop_face(noise(50, 50), (0, 0, 40, 40), style="aligned")
+        crop_face(noise(50, 50), (0, 0, 40, 40), CropSpec(style="aligned"))
     with pytest.raises(ValueError, match="style"):
-        crop_face(noise(50, 50), (0, 0, 40, 40), style="round")
+        CropSpec(style="round")
     with pytest.raises(ValueError, match="pad"):
         crop_face(noise(50, 50), (0, 0, 40, 40), pad="mirror")
 
@@ -378,11 +379,11 @@ def test_aligned_needs_landmarks_and_bad_options_raise() -> None:
 def test_largest_face_crop_follows_settings(fgnet_photos, fgnet_faces) -> None:
     name = sorted(fgnet_photos)[1]
     photo, face = fgnet_photos[name], fgnet_faces[name][0]
-    crop = faces.largest_face_crop(photo, 0.4)
+    crop = faces.largest_face_crop(photo, CropSpec(margin=0.4))
     assert crop.size == pytest.approx((face.width * 1.8, face.height * 1.8), abs=2)
-    aligned = faces.largest_face_crop(photo, AgeSettings(crop_style="aligned", align_scale=0.6, align_shift=0.5))
+    aligned = faces.largest_face_crop(photo, AgeSettings(crop_style="aligned", align_scale=0.6, align_shift=0.5).crop)
     assert aligned.width == aligned.height and aligned.width < crop.width
-    assert faces.largest_face_crop(gradient(), 0.4) is None
+    assert faces.largest_face_crop(gradient()) is None
 
 
 # --------------------------------------------------------------------------- calibration
@@ -390,14 +391,14 @@ def test_largest_face_crop_follows_settings(fgnet_photos, fgnet_faces) -> None:
 
 def test_calibration_recovers_a_known_crop(fgnet_photos, fgnet_faces) -> None:
     photos = [(fgnet_photos[n], fgnet_faces[n][0]) for n in sorted(fgnet_photos)]
-    square = [crop_face(p, f, margin=0.3, style="square") for p, f in photos]
-    settings = faces.calibrate_crop(square * 2)
-    assert settings["crop_style"] == "square" and settings["crop_margin"] == pytest.approx(0.3, abs=0.051)
-    aligned = [crop_face(p, f, style="aligned", align_scale=0.8, align_shift=0.3) for p, f in photos]
+    square = [crop_face(p, f, CropSpec(style="square", margin=0.3)) for p, f in photos]
+    found = faces.calibrate_crop(square * 2)
+    assert found.style == "square" and found.margin == pytest.approx(0.3, abs=0.051)
+    aligned = [crop_face(p, f, CropSpec(style="aligned", align_scale=0.8, align_shift=0.3)) for p, f in photos]
     fit = faces.fit_crop(aligned * 2)
-    assert fit.settings["crop_style"] == "aligned"
-    assert fit.settings["align_scale"] == pytest.approx(0.8, rel=0.1)
-    assert fit.settings["align_shift"] == pytest.approx(0.3, abs=0.12)
+    assert fit.crop.style == "aligned"
+    assert fit.crop.align_scale == pytest.approx(0.8, rel=0.1)
+    assert fit.crop.align_shift == pytest.approx(0.3, abs=0.12)
 
 
 def test_utkface_chips_need_the_aligned_crop_not_appa_margin(shared_dir: Path) -> None:
@@ -405,5 +406,5 @@ def test_utkface_chips_need_the_aligned_crop_not_appa_margin(shared_dir: Path) -
     fit = faces.fit_crop(chips)
     assert fit.detected >= 22
     aligned = max(v for k, v in fit.iou.items() if k.startswith("aligned"))
-    assert fit.settings["crop_style"] == "aligned" and aligned > 0.8
+    assert fit.crop.style == "aligned" and aligned > 0.8
     assert fit.iou["box margin=+0.40"] < aligned - 0.3, "APPA-REAL's 40% margin frames UTKFace chips badly"

@@ -120,3 +120,46 @@ def test_folding_keeps_the_ages_and_plain_transformers_reads_years(tmp_path):
         else:
             age = next(s["score"] for s in scores if s["label"] == "age")
             assert abs(age - before[0][0]) < 0.05
+
+
+def test_crop_defaults_have_one_home():
+    """AgeSettings' crop fields, the training CLI's and a bare CropSpec() must frame a face the same way."""
+    from dataclasses import fields
+
+    from age_model.faces.crops import DEFAULT_CROP, CropSpec
+    from age_model.training import ModelArguments
+
+    assert AgeSettings().crop == CropSpec() == DEFAULT_CROP
+    stored = {f.name: f.default for f in fields(AgeSettings)}
+    spec = {f.name: f.default for f in fields(CropSpec)}
+    assert (stored["crop_style"], stored["crop_margin"], stored["align_scale"], stored["align_shift"]) == (
+        spec["style"], spec["margin"], spec["align_scale"], spec["align_shift"])
+    cli = ModelArguments()
+    assert (cli.crop_style, cli.crop_margin) == (DEFAULT_CROP.style, DEFAULT_CROP.margin)
+
+
+def test_an_old_config_without_crop_fields_crops_like_appa_real():
+    """Models saved before the crop fields existed framed faces as the box plus 40 % per side: they still do."""
+    from transformers import PretrainedConfig
+
+    from age_model.faces.crops import CropSpec, crop_quad
+
+    before_crop_fields = {"head": "regression", "faces": "detect", "image_size": 224}
+    old = AgeSettings.from_config(PretrainedConfig(agecheck=before_crop_fields))
+    assert old.crop == CropSpec(style="box", margin=0.4)
+    # box 100 x 50 at (10, 20): 40 px more left and right, 20 px more above and below
+    np.testing.assert_array_equal(crop_quad((10, 20, 110, 70), old.crop), [[-30, 0], [150, 0], [150, 90], [-30, 90]])
+
+
+def test_the_crop_round_trips_through_the_stored_fields():
+    from transformers import PretrainedConfig
+
+    from age_model.faces.crops import CropSpec
+
+    settings = AgeSettings()
+    settings.crop = CropSpec(style="aligned", align_scale=0.6243, align_shift=0.5368)
+    config = PretrainedConfig()
+    settings.save_to_config(config)
+    assert config.agecheck["crop_style"] == "aligned" and config.agecheck["align_scale"] == 0.6243
+    assert "crop" not in config.agecheck
+    assert AgeSettings.from_config(config).crop == settings.crop

@@ -1,9 +1,11 @@
 """The model committed under models/ is what `python app.py` loads: it must load and behave like one."""
 
+import json
 from pathlib import Path
 
 import pytest
 
+from age_model.faces.crops import CropSpec
 from age_model.predictor import AgePredictor
 from age_model.resources import DEFAULT_MODEL, default_model
 
@@ -32,6 +34,9 @@ def test_shipped_model_carries_its_serving_settings(shipped):
     settings = shipped.settings
     assert settings.faces == "detect" and settings.calibration_mae
     assert settings.image_size % 32 == 0  # EfficientNet is exact at multiples of 32
+    stored = json.loads((DEFAULT_MODEL / "config.json").read_text())["agecheck"]  # the crop it was trained with
+    assert settings.crop == CropSpec(style=stored["crop_style"], margin=stored["crop_margin"],
+                                     align_scale=stored["align_scale"], align_shift=stored["align_shift"])
 
 
 def test_shipped_model_runs_on_onnx_runtime_and_its_handler_answers(shipped, fixture_dir):
