@@ -13,7 +13,7 @@ import httpx
 import pytest
 from PIL import Image
 
-from age_model.ui.predict import ASK_FOR_ID, NO_ID_NEEDED
+from age_model.policy import ASK_FOR_ID, NO_ID_NEEDED
 from age_model.ui.state import HOW_TO_GET_A_MODEL
 from tests.app_support import CAT_PHOTO, EXAMPLE_PHOTO, REPO_ROOT, serve_app
 from tests.conftest import FIXTURE

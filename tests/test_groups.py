@@ -435,7 +435,7 @@ def test_tab_function_counts_and_forgets_uploads(predictor: AgePredictor, photos
                                                  tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     import gradio as gr
 
-    from age_model.ui.groups import MAX_UPLOADS, count_groups
+    from age_model.ui.groups_tab import MAX_UPLOADS, count_groups
     from age_model.ui.state import AppState
 
     uploads = tmp_path / "uploads"
@@ -473,7 +473,7 @@ def test_tab_function_counts_and_forgets_uploads(predictor: AgePredictor, photos
 def test_tab_refuses_without_a_model() -> None:
     import gradio as gr
 
-    from age_model.ui.groups import count_groups
+    from age_model.ui.groups_tab import count_groups
     from age_model.ui.state import AppState
 
     with pytest.raises(gr.Error, match="No age model is loaded"):

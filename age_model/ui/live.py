@@ -18,7 +18,7 @@ from PIL import Image, ImageDraw
 
 from age_model.faces import ImageError, load_image
 from age_model.policy import ASK_FOR_ID, verdict
-from age_model.ui.predict import _font, check_threshold, draw_faces
+from age_model.ui.predict_tab import _font, check_threshold, draw_faces
 from age_model.ui.state import AppState
 
 LIVE_STREAM_EVERY = 0.05  # s between frames the browser sends: up to 20/s, the server keeps the newest

@@ -22,7 +22,7 @@ from fastapi.responses import JSONResponse, RedirectResponse  # noqa: E402
 
 from age_model.ui.guard import GuardMiddleware, GuardPolicy  # noqa: E402
 
-from age_model.ui.predict import VERDICT_CSS, build_predict_tab  # noqa: E402
+from age_model.ui.predict_tab import VERDICT_CSS, build_predict_tab  # noqa: E402
 from age_model.resources import EXAMPLES_DIR  # noqa: E402
 from age_model.ui.state import AppState  # noqa: E402
 
@@ -62,7 +62,7 @@ def example_photos(folder: str | None) -> list[str]:
 
 def build_demo(state: AppState, options: ServerOptions) -> gr.Blocks:
     """The public page: the Predict and Age groups tabs."""
-    from age_model.ui.groups import build_groups_tab
+    from age_model.ui.groups_tab import build_groups_tab
 
     with gr.Blocks(title=TITLE, delete_cache=_delete_cache(options)) as demo:
         gr.Markdown(f"# {TITLE}\nUpload a photo, paste one, or use the webcam. Every face gets an age estimate, "
@@ -91,7 +91,7 @@ def warm_up(state: AppState, examples: list[str]) -> float:
     """
     from PIL import Image
 
-    from age_model.ui.predict import predict_photo
+    from age_model.ui.predict_tab import predict_photo
 
     start = time.perf_counter()
     try:  # Gradio's first event switches matplotlib's backend, importing pyplot: ~0.4 s of the first request

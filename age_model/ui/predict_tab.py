@@ -21,7 +21,7 @@ from PIL import Image, ImageDraw, ImageFont
 from age_model.faces import ImageError, load_image
 from age_model.feedback import PUBLIC_PREFIX
 from age_model.predictor import FaceEstimate, PhotoResult
-from age_model.policy import AGE_RANGE, ASK_FOR_ID, NO_ID_NEEDED, THRESHOLD_RANGE, verdict  # noqa: F401  (re-exported for the tests)
+from age_model.policy import AGE_RANGE, ASK_FOR_ID, THRESHOLD_RANGE, verdict
 from age_model.ui.components import SafeImage
 from age_model.ui.state import AppState
 

@@ -35,7 +35,7 @@ from age_model.groups import (
     write_csv,
 )
 from age_model.ui.errors import user_error
-from age_model.ui.predict import finite_number
+from age_model.ui.predict_tab import finite_number
 from age_model.ui.state import AppState
 
 logger = logging.getLogger(__name__)
