@@ -47,27 +47,64 @@ def env_names(dest: str) -> tuple[str, ...]:
 
 def build_parser() -> argparse.ArgumentParser:
     doc = __doc__ or ""
-    parser = argparse.ArgumentParser(prog="agecheck-app", description=doc.split("\n\n")[0], epilog=doc.split("\n\n", 1)[1],
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="agecheck-app",
+        description=doc.split("\n\n")[0],
+        epilog=doc.split("\n\n", 1)[1],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     add = parser.add_argument
     add("--model", help="model folder or Hub id (default: the shipped models/agecheck-default)")
-    add("--host", default="127.0.0.1", help="address to listen on; 0.0.0.0 serves the whole network (default %(default)s)")
+    add(
+        "--host",
+        default="127.0.0.1",
+        help="address to listen on; 0.0.0.0 serves the whole network (default %(default)s)",
+    )
     add("--port", type=int, default=7860, help="port (default %(default)s)")
     add("--threshold", type=float, default=25.0, help="ID-check age shown by default (default %(default)s)")
-    add("--store", default=None, help="feedback store URL: sqlite:///PATH or postgresql://... "
-                                      f"(default: {DEFAULT_URL}, or under /data on a Space with persistent storage)")
-    add("--annotators", metavar="FILE", help="annotator logins, one 'name:password' per line (or "
-                                             "$AGECHECK_ANNOTATORS='alice:pw,bob:pw'); without any, /annotate is read-only")
-    add("--hf-annotators", metavar="NAMES", help="Hugging Face user names (comma-separated) allowed to annotate after "
-                                                 "signing in with Hugging Face; on a Space with hf_oauth only")
+    add(
+        "--store",
+        default=None,
+        help="feedback store URL: sqlite:///PATH or postgresql://... "
+        f"(default: {DEFAULT_URL}, or under /data on a Space with persistent storage)",
+    )
+    add(
+        "--annotators",
+        metavar="FILE",
+        help="annotator logins, one 'name:password' per line (or "
+        "$AGECHECK_ANNOTATORS='alice:pw,bob:pw'); without any, /annotate is read-only",
+    )
+    add(
+        "--hf-annotators",
+        metavar="NAMES",
+        help="Hugging Face user names (comma-separated) allowed to annotate after "
+        "signing in with Hugging Face; on a Space with hf_oauth only",
+    )
     add("--review", metavar="DATA", help="data set to review in /annotate (any folder train.py reads)")
     add("--examples", metavar="FOLDER", help="folder of example photos (default: the shipped examples)")
-    add("--queue-size", type=int, default=32, help="requests waiting at most before new ones are refused (default %(default)s)")
+    add(
+        "--queue-size",
+        type=int,
+        default=32,
+        help="requests waiting at most before new ones are refused (default %(default)s)",
+    )
     add("--max-file-size", default="20mb", help="largest upload accepted (default %(default)s)")
-    add("--threads", type=int, default=None, help="CPU threads for the model (default: torch's choice; 1 is faster "
-                                                  "when other work shares the CPU)")
-    add("--push-feedback-to", metavar="REPO_ID", help="push the feedback dataset to this Hub dataset repo on a schedule")
-    add("--push-every", type=float, default=60.0, metavar="MINUTES", help="minutes between scheduled pushes (default %(default)s)")
+    add(
+        "--threads",
+        type=int,
+        default=None,
+        help="CPU threads for the model (default: torch's choice; 1 is faster when other work shares the CPU)",
+    )
+    add(
+        "--push-feedback-to", metavar="REPO_ID", help="push the feedback dataset to this Hub dataset repo on a schedule"
+    )
+    add(
+        "--push-every",
+        type=float,
+        default=60.0,
+        metavar="MINUTES",
+        help="minutes between scheduled pushes (default %(default)s)",
+    )
     for action in parser._actions:
         if action.dest != "help":
             action.help = f"{action.help} [{' or '.join(env_names(action.dest))}]"
@@ -94,7 +131,11 @@ def parse_args(argv: list[str] | None = None, environ: Mapping[str, str] | None 
 
 def read_annotators(path: str | None) -> dict[str, str]:
     """name:password pairs from a file or $AGECHECK_ANNOTATORS; a bad line stops start-up with its number."""
-    lines = Path(path).read_text(encoding="utf-8").splitlines() if path else os.environ.get("AGECHECK_ANNOTATORS", "").split(",")
+    lines = (
+        Path(path).read_text(encoding="utf-8").splitlines()
+        if path
+        else os.environ.get("AGECHECK_ANNOTATORS", "").split(",")
+    )
     users = {}
     for number, line in enumerate(lines, start=1):
         line = line.strip()
@@ -126,15 +167,24 @@ def main(argv: list[str] | None = None) -> int:
         import torch
 
         torch.set_num_threads(args.threads)
-    from age_model.ui.server import ServerOptions, serve
     from age_model.resources import default_model
+    from age_model.ui.server import ServerOptions, serve
 
     options = ServerOptions(
-        model=args.model or default_model(), store=args.store or default_url(),
-        host=args.host, port=args.port, threshold=args.threshold, annotators=read_annotators(args.annotators),
-        annotators_file=args.annotators, hf_annotators=hf_annotators(args.hf_annotators),
-        review=args.review, examples=args.examples, queue_size=args.queue_size, max_file_size=args.max_file_size,
-        push_feedback_to=args.push_feedback_to, push_every_minutes=args.push_every,
+        model=args.model or default_model(),
+        store=args.store or default_url(),
+        host=args.host,
+        port=args.port,
+        threshold=args.threshold,
+        annotators=read_annotators(args.annotators),
+        annotators_file=args.annotators,
+        hf_annotators=hf_annotators(args.hf_annotators),
+        review=args.review,
+        examples=args.examples,
+        queue_size=args.queue_size,
+        max_file_size=args.max_file_size,
+        push_feedback_to=args.push_feedback_to,
+        push_every_minutes=args.push_every,
     )
     serve(options)
     return 0

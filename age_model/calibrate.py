@@ -90,17 +90,34 @@ def calibrate(model: str | Path, specs: Sequence[SourceSpec], target: float = 0.
     config_path.write_text(json.dumps(config, indent=2) + "\n")
     inside = np.abs(all_errors) <= all_spreads
     before = {n: float(inside[labels == n].mean()) for n in sorted(set(names))}
-    return {"spread_scale": scale, "coverage_before": before, "coverage_after": coverage,
-            "faces": {n: names.count(n) for n in sorted(set(names))}}
+    return {
+        "spread_scale": scale,
+        "coverage_before": before,
+        "coverage_after": coverage,
+        "faces": {n: names.count(n) for n in sorted(set(names))},
+    }
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], epilog=__doc__.split("\n\n", 2)[2],
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0],
+        epilog=__doc__.split("\n\n", 2)[2],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     parser.add_argument("model", help="a local model folder (train.py output)")
-    parser.add_argument("--data", action="append", required=True, metavar="PATH[:SPLIT[:FACES]]",
-                        help="held-out faces of one source (repeat for several); SPLIT defaults to validation")
-    parser.add_argument("--target", type=float, default=0.7, help="share of errors the ± must cover on every source (default %(default)s)")
+    parser.add_argument(
+        "--data",
+        action="append",
+        required=True,
+        metavar="PATH[:SPLIT[:FACES]]",
+        help="held-out faces of one source (repeat for several); SPLIT defaults to validation",
+    )
+    parser.add_argument(
+        "--target",
+        type=float,
+        default=0.7,
+        help="share of errors the ± must cover on every source (default %(default)s)",
+    )
     args = parser.parse_args(argv)
     logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.INFO)
     if not (Path(args.model) / "config.json").is_file():

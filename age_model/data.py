@@ -54,16 +54,26 @@ logger = logging.getLogger(__name__)
 
 FORMATS = ("appa-real", "final-files", "csv", "filenames", "hub")
 SPLITS = ("train", "validation", "test")
-SPLIT_ALIASES = {"train": "train", "training": "train", "valid": "validation", "val": "validation",
-                 "validation": "validation", "dev": "validation", "test": "test", "testing": "test"}
+SPLIT_ALIASES = {
+    "train": "train",
+    "training": "train",
+    "valid": "validation",
+    "val": "validation",
+    "validation": "validation",
+    "dev": "validation",
+    "test": "test",
+    "testing": "test",
+}
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"}
 UTKFACE_NAME = re.compile(r"^(\d+)_([01])_([0-4])_(\d+)\.jpg(?:\.chip\.jpg)?$", re.IGNORECASE)
 FGNET_NAME = re.compile(r"^(\d{3})A(\d{2})[a-z]?\.jpe?g$", re.IGNORECASE)
 # What each source's attribute codes mean: UTKFace's come from its file names
 # (shared/data/utkface/ORIGIN.txt); AAF codes gender the other way round (0 = female, 1 = male).
 SOURCE_CODES: dict[str, dict[str, dict[str, str]]] = {
-    "utkface": {"gender": {"0": "male", "1": "female"},
-                "race": {"0": "White", "1": "Black", "2": "Asian", "3": "Indian", "4": "Others"}},
+    "utkface": {
+        "gender": {"0": "male", "1": "female"},
+        "race": {"0": "White", "1": "Black", "2": "Asian", "3": "Indian", "4": "Others"},
+    },
     "aaf": {"gender": {"0": "female", "1": "male"}},
 }
 # Ages within one near-duplicate group that differ by more than this many years are a label conflict
@@ -94,7 +104,9 @@ class LoadOptions:
     split_fractions: tuple[float, float, float] = (0.7, 0.15, 0.15)
     verify_images: bool = True
     find_duplicates: bool = True  # group near-duplicates: own splits keep them whole, given splits lose crossing copies
-    cross_split_duplicates: str = "drop"  # given split crossed by a group: "drop" the validation/test copies, or "keep" (warn only)
+    cross_split_duplicates: str = (
+        "drop"  # given split crossed by a group: "drop" the validation/test copies, or "keep" (warn only)
+    )
 
 
 @dataclass
@@ -110,7 +122,9 @@ class LoadReport:
     duplicate_files: int | None = None  # rows in those groups
     conflicting_groups: int | None = None  # groups whose ages differ by more than CONFLICT_TOLERANCE
     cross_split_groups: int | None = None  # groups found in more than one split (only a given split can have them)
-    cross_split_dropped: int | None = None  # rows dropped from validation/test for it (0 with cross_split_duplicates="keep")
+    cross_split_dropped: int | None = (
+        None  # rows dropped from validation/test for it (0 with cross_split_duplicates="keep")
+    )
 
     def skip(self, reason: str, detail: str) -> None:
         self.skipped[reason] = self.skipped.get(reason, 0) + 1
@@ -138,11 +152,15 @@ def load_age_dataset(source: str | Path, options: LoadOptions | None = None) -> 
         logger.warning("Skipped %d rows: %s (e.g. %s)", count, reason, "; ".join(report.skipped_examples[:3]))
     empty = [name for name in SPLITS if name not in dataset or len(dataset[name]) == 0]
     if "train" in empty:
-        raise DataError(f"{source}: no usable training rows were found. Check the path, --data-format and column names.")
+        raise DataError(
+            f"{source}: no usable training rows were found. Check the path, --data-format and column names."
+        )
     return dataset, report
 
 
-def load_age_datasets(sources: Iterable[str | Path], options: LoadOptions | None = None) -> tuple[DatasetDict, list[LoadReport]]:
+def load_age_datasets(
+    sources: Iterable[str | Path], options: LoadOptions | None = None
+) -> tuple[DatasetDict, list[LoadReport]]:
     """Several sources in one DatasetDict: each split is the concatenation of the sources' splits.
 
     Every row keeps its ``source`` (the loader's name for it, e.g. ``utkface``, ``aaf``); columns one
@@ -168,21 +186,29 @@ def load_age_datasets(sources: Iterable[str | Path], options: LoadOptions | None
                 columns.setdefault(column, feature)
     merged: dict[str, Dataset] = {}
     for name in SPLITS:
-        parts = [_with_columns(dataset[name], columns) for dataset, _ in loaded if name in dataset and len(dataset[name])]
+        parts = [
+            _with_columns(dataset[name], columns) for dataset, _ in loaded if name in dataset and len(dataset[name])
+        ]
         if parts:
             merged[name] = concatenate_datasets(parts)
     ids: dict[str, str] = {}
     for name, split in merged.items():  # the same image in two sources, or in two splits, is a leak
         for row_id, source in zip(split["id"], split["source"]):
             if row_id in ids and ids[row_id] != f"{name}/{source}":
-                logger.warning("The same image is in %s and %s/%s: check that the sources do not overlap.", ids[row_id], name, source)
+                logger.warning(
+                    "The same image is in %s and %s/%s: check that the sources do not overlap.",
+                    ids[row_id],
+                    name,
+                    source,
+                )
                 break
             ids[row_id] = f"{name}/{source}"
     dataset = DatasetDict(merged)
     options = options or LoadOptions()
     if options.find_duplicates:  # a copy in one source's train and another's test leaks just the same: same rule
-        dataset = _check_near_duplicates(dataset, LoadReport("merged", "cropped"), options,
-                                         " + ".join(_source_name(d) for d, _ in loaded))
+        dataset = _check_near_duplicates(
+            dataset, LoadReport("merged", "cropped"), options, " + ".join(_source_name(d) for d, _ in loaded)
+        )
     return dataset, [report for _, report in loaded]
 
 
@@ -223,12 +249,17 @@ def detect_format(source: str | Path) -> str:
     if not path.exists():
         if is_repo_id(str(source)):
             return "hub"
-        raise DataError(f"{source}: no such file or folder. Give a data folder, a CSV file or a Hub dataset id (org/name).")
+        raise DataError(
+            f"{source}: no such file or folder. Give a data folder, a CSV file or a Hub dataset id (org/name)."
+        )
     if path.is_file():
         if path.suffix.lower() == ".csv":
             return "csv"
         raise DataError(f"{source} is a file but not a CSV: give the data folder or its labels CSV.")
-    if any((path / name).exists() for name in ("dataset_dict.json", "state.json")) or list(path.glob("**/*.parquet"))[:1]:
+    if (
+        any((path / name).exists() for name in ("dataset_dict.json", "state.json"))
+        or list(path.glob("**/*.parquet"))[:1]
+    ):
         return "hub"
     if (path / "train").is_dir() and any(path.glob("gt_*.csv")):
         return "appa-real"
@@ -258,7 +289,10 @@ def _load_appa_real(source: str | Path, options: LoadOptions) -> tuple[DatasetDi
     for folder, split in (("train", "train"), ("valid", "validation"), ("test", "test")):
         csv_path = root / f"gt_avg_{folder}.csv"
         if not csv_path.exists():
-            raise DataError(f"{csv_path} is missing: the APPA-REAL release has gt_avg_train.csv, gt_avg_valid.csv and gt_avg_test.csv.")
+            raise DataError(
+                f"{csv_path} is missing: the APPA-REAL release has gt_avg_train.csv, gt_avg_valid.csv and "
+                "gt_avg_test.csv."
+            )
         frame = _read_csv(csv_path, required=("file_name", "apparent_age_avg", "apparent_age_std", "real_age"))
         rows = []
         for line, record in _numbered(frame):
@@ -272,8 +306,13 @@ def _load_appa_real(source: str | Path, options: LoadOptions) -> tuple[DatasetDi
             row = _image_row(image_path, csv_path, line, report, options)
             if row is None:
                 continue
-            row.update(age=real if options.target == "real" else apparent, apparent_age_mean=apparent,
-                       apparent_age_std=float(record["apparent_age_std"]), real_age=real, source="appa-real")
+            row.update(
+                age=real if options.target == "real" else apparent,
+                apparent_age_mean=apparent,
+                apparent_age_std=float(record["apparent_age_std"]),
+                real_age=real,
+                source="appa-real",
+            )
             rows.append(row)
         _check_duplicates(rows, csv_path)
         splits[split] = rows
@@ -284,8 +323,19 @@ def _load_final_files(source: str | Path, options: LoadOptions) -> tuple[Dataset
     root = Path(source)
     csv_path = root / (options.labels_file or "labels.csv")
     if not csv_path.exists():
-        raise DataError(f"{csv_path} is missing: the final_files layout has labels.csv (file_name,real_age) beside final_files/.")
-    return _rows_from_csv(csv_path, root / "final_files", "file_name", "real_age", None, LoadReport("final-files", "cropped"), options, "appa-real")
+        raise DataError(
+            f"{csv_path} is missing: the final_files layout has labels.csv (file_name,real_age) beside final_files/."
+        )
+    return _rows_from_csv(
+        csv_path,
+        root / "final_files",
+        "file_name",
+        "real_age",
+        None,
+        LoadReport("final-files", "cropped"),
+        options,
+        "appa-real",
+    )
 
 
 def _load_csv_folder(source: str | Path, options: LoadOptions) -> tuple[DatasetDict, LoadReport]:
@@ -295,7 +345,9 @@ def _load_csv_folder(source: str | Path, options: LoadOptions) -> tuple[DatasetD
     else:
         root = path
         if options.labels_file:
-            csv_path = Path(options.labels_file) if Path(options.labels_file).is_absolute() else root / options.labels_file
+            csv_path = (
+                Path(options.labels_file) if Path(options.labels_file).is_absolute() else root / options.labels_file
+            )
         elif (root / "labels.csv").exists():
             csv_path = root / "labels.csv"
         else:
@@ -305,7 +357,9 @@ def _load_csv_folder(source: str | Path, options: LoadOptions) -> tuple[DatasetD
             csv_path = candidates[0]
     image_root = root / "images" if (root / "images").is_dir() else root
     report = LoadReport("csv", faces="cropped")
-    return _rows_from_csv(csv_path, image_root, options.image_column, options.age_column, options.split_column, report, options, root.name)
+    return _rows_from_csv(
+        csv_path, image_root, options.image_column, options.age_column, options.split_column, report, options, root.name
+    )
 
 
 def _load_filenames(source: str | Path, options: LoadOptions) -> tuple[DatasetDict, LoadReport]:
@@ -314,15 +368,22 @@ def _load_filenames(source: str | Path, options: LoadOptions) -> tuple[DatasetDi
     utk = [f for f in files if UTKFACE_NAME.match(f.name)]
     fgnet = [f for f in files if FGNET_NAME.match(f.name)]
     if not utk and not fgnet:
-        raise DataError(f"{root}: no UTKFace ({{age}}_{{gender}}_{{race}}_{{date}}.jpg) or FG-NET ({{subject}}A{{age}}.JPG) file names found.")
+        raise DataError(
+            f"{root}: no UTKFace ({{age}}_{{gender}}_{{race}}_{{date}}.jpg) or FG-NET ({{subject}}A{{age}}.JPG) file "
+            "names found."
+        )
     # UTKFace chips are crops; FG-NET photos are not, so a mixed or FG-NET folder needs detection.
     report = LoadReport("filenames", faces="detect" if fgnet else "cropped")
     rows, groups = [], []
     for line, path in enumerate(sorted(files), start=1):
-        if (match := UTKFACE_NAME.match(path.name)):
+        if match := UTKFACE_NAME.match(path.name):
             age, extra, group = float(match.group(1)), {"gender": match.group(2), "race": match.group(3)}, path.name
-        elif (match := FGNET_NAME.match(path.name)):
-            age, extra, group = float(match.group(2)), {}, f"fgnet-{match.group(1)}"  # split by subject: no identity leak
+        elif match := FGNET_NAME.match(path.name):
+            age, extra, group = (
+                float(match.group(2)),
+                {},
+                f"fgnet-{match.group(1)}",
+            )  # split by subject: no identity leak
         else:
             report.skip("file name does not carry an age", path.name)
             continue
@@ -345,7 +406,10 @@ def _load_hub(source: str | Path, options: LoadOptions) -> tuple[DatasetDict, Lo
         else:
             loaded = load_dataset(str(source))
     except Exception as error:  # datasets raises many kinds; one message says what to do
-        raise DataError(f"Could not load the dataset {source!r}: {error}. Give a local folder, or check the Hub id and your connection.") from error
+        raise DataError(
+            f"Could not load the dataset {source!r}: {error}. Give a local folder, or check the Hub id and your "
+            "connection."
+        ) from error
     if isinstance(loaded, Dataset):
         loaded = DatasetDict({"train": loaded})
     image_col = _pick_column(loaded, (options.image_column, "image", "img", "file_name"), "image", source)
@@ -372,8 +436,16 @@ def _load_hub(source: str | Path, options: LoadOptions) -> tuple[DatasetDict, Lo
 # --- helpers -----------------------------------------------------------------------------------
 
 
-def _rows_from_csv(csv_path: Path, image_root: Path, image_column: str, age_column: str, split_column: str | None,
-                   report: LoadReport, options: LoadOptions, source_name: str) -> tuple[DatasetDict, LoadReport]:
+def _rows_from_csv(
+    csv_path: Path,
+    image_root: Path,
+    image_column: str,
+    age_column: str,
+    split_column: str | None,
+    report: LoadReport,
+    options: LoadOptions,
+    source_name: str,
+) -> tuple[DatasetDict, LoadReport]:
     frame = _read_csv(csv_path, required=(image_column, age_column))
     has_split = bool(split_column) and split_column in frame.columns
     extra_columns = [c for c in ("gender", "race", "apparent_age", "apparent_age_std") if c in frame.columns]
@@ -390,7 +462,11 @@ def _rows_from_csv(csv_path: Path, image_root: Path, image_column: str, age_colu
         if has_split:
             split = SPLIT_ALIASES.get(str(record[split_column]).strip().lower())
             if split is None:
-                _bad(f"{csv_path}, row {line}: split {record[split_column]!r} is not train, valid(ation) or test", report, options)
+                _bad(
+                    f"{csv_path}, row {line}: split {record[split_column]!r} is not train, valid(ation) or test",
+                    report,
+                    options,
+                )
                 continue
         row = _image_row(image_path, csv_path, line, report, options)
         if row is None:
@@ -453,7 +529,9 @@ def _parse_age(value: Any, csv_path: Path, line: int, report: LoadReport, option
     return age
 
 
-def _image_row(image_path: Path, where: Path, line: int, report: LoadReport, options: LoadOptions) -> dict[str, Any] | None:
+def _image_row(
+    image_path: Path, where: Path, line: int, report: LoadReport, options: LoadOptions
+) -> dict[str, Any] | None:
     """The image's path and content hash, after checking that it is a readable image."""
     if not image_path.is_file():
         _bad(f"{where}, row {line}: image {image_path} does not exist", report, options)
@@ -474,12 +552,16 @@ def _check_duplicates(rows: list[dict[str, Any]], where: Path) -> None:
     for index, row in enumerate(rows):
         key = row["image"]
         if key in seen:
-            raise DataError(f"{where}: {row['file']} is listed twice (rows {seen[key] + 2} and {index + 2}). Keep one row per image.")
+            raise DataError(
+                f"{where}: {row['file']} is listed twice (rows {seen[key] + 2} and {index + 2}). Keep one row per "
+                "image."
+            )
         seen[key] = index
 
 
 def _split_indices(ages: list[float], options: LoadOptions, groups: list[str] | None) -> dict[str, list[int]]:
-    """A seeded split stratified by age decade; rows of one group (a person, a near-duplicate group) stay in one split."""
+    """A seeded split stratified by age decade; the rows of one group (a person, a near-duplicate group) stay
+    in one split."""
     rng = random.Random(options.split_seed)
     units: dict[str, list[int]] = defaultdict(list)
     for index in range(len(ages)):
@@ -502,7 +584,9 @@ def _split_indices(ages: list[float], options: LoadOptions, groups: list[str] | 
     return {name: sorted(indices) for name, indices in result.items()}
 
 
-def _stratified_split(rows: list[dict[str, Any]], options: LoadOptions, groups: list[str] | None = None) -> dict[str, list[dict[str, Any]]]:
+def _stratified_split(
+    rows: list[dict[str, Any]], options: LoadOptions, groups: list[str] | None = None
+) -> dict[str, list[dict[str, Any]]]:
     if options.find_duplicates and rows:
         groups = _merge_groups(groups, duplicate_group_ids(rows))
     indices = _split_indices([row["age"] for row in rows], options, groups)
@@ -537,7 +621,10 @@ def _content_ids(split: Dataset) -> list[str]:
     """sha256 of each image's stored bytes (embedded, or the file a path names): the same id the
     feedback store gives the same image, so corrections match rows of any source."""
     raw = split.cast_column("image", Image(decode=False))["image"]
-    return [hashlib.sha256(item["bytes"] if item.get("bytes") else Path(item["path"]).read_bytes()).hexdigest() for item in raw]
+    return [
+        hashlib.sha256(item["bytes"] if item.get("bytes") else Path(item["path"]).read_bytes()).hexdigest()
+        for item in raw
+    ]
 
 
 # --- near-duplicates ---------------------------------------------------------------------------
@@ -627,7 +714,11 @@ def dhashes(images: list[Any], ids: list[str | None] | None = None, cache: bool 
 def _read_dhash_cache(path: Path) -> dict[str, int]:
     try:
         stored = json.loads(path.read_text(encoding="utf-8"))
-        return {k: int(v, 16) for k, v in stored.get("hashes", {}).items()} if stored.get("version") == DHASH_VERSION else {}
+        return (
+            {k: int(v, 16) for k, v in stored.get("hashes", {}).items()}
+            if stored.get("version") == DHASH_VERSION
+            else {}
+        )
     except (OSError, ValueError, AttributeError):
         return {}
 
@@ -715,11 +806,15 @@ def _merge_groups(groups: list[str] | None, duplicate_ids: list[int]) -> list[st
     return [groups[root] if groups else str(root) for root in roots]
 
 
-def _split_table(data: Any) -> tuple[list[Any], list[str | None], list[float], list[str | None], list[str], list[str | None]]:
+def _split_table(
+    data: Any,
+) -> tuple[list[Any], list[str | None], list[float], list[str | None], list[str], list[str | None]]:
     """images, ids, ages, splits, files and sources of a DatasetDict (splits in train/validation/test order),
     a Dataset or a list of row dicts (split from a `split` key or column)."""
     if isinstance(data, DatasetDict):
-        parts = [(name, data[name]) for name in sorted(data, key=lambda n: SPLITS.index(n) if n in SPLITS else len(SPLITS))]
+        parts = [
+            (name, data[name]) for name in sorted(data, key=lambda n: SPLITS.index(n) if n in SPLITS else len(SPLITS))
+        ]
     else:
         parts = [(None, data)]
     images, ids, ages, splits, files, sources = [], [], [], [], [], []
@@ -754,7 +849,15 @@ def _grouped(data: Any, cache: bool = True) -> tuple[dict[str, list[Any]], list[
     members: dict[int, list[int]] = defaultdict(list)
     for index, group in enumerate(_union(len(images), (ids, hashes))):
         members[group].append(index)
-    table = {"id": ids, "age": ages, "split": splits, "file": files, "source": sources, "dhash": hashes, "image": images}
+    table = {
+        "id": ids,
+        "age": ages,
+        "split": splits,
+        "file": files,
+        "source": sources,
+        "dhash": hashes,
+        "image": images,
+    }
     return table, [rows for _, rows in sorted(members.items()) if len(rows) > 1]
 
 
@@ -777,7 +880,9 @@ def duplicate_summary(data: Any, tolerance: float = CONFLICT_TOLERANCE, cache: b
     confirmed = {g for g in range(len(groups)) if spreads[g] > tolerance and one_photo[g]}
     widest = max(confirmed, key=lambda g: (spreads[g], -g), default=None)
     return {
-        "rows": len(table["id"]), "groups": len(groups), "files": sum(len(rows) for rows in groups),
+        "rows": len(table["id"]),
+        "groups": len(groups),
+        "files": sum(len(rows) for rows in groups),
         "identical_groups": sum(1 for n in id_counts.values() if n > 1),
         "largest": max((len(rows) for rows in groups), default=0),
         "unconfirmed": sum(1 for same in one_photo if not same),  # groups a 256-bit dHash splits: colliding faces
@@ -810,13 +915,22 @@ def conflicting_groups(data: Any, tolerance: float = CONFLICT_TOLERANCE, cache: 
             known = [a for a in ages if a is not None]
             distances = _photo_distances([table["image"][i] for i in rows], [table["id"][i] for i in rows])
             max_distance = max(max(row) for row in distances)
-            found.append({
-                "size": len(rows), "age_min": min(known), "age_max": max(known), "age_spread": max(known) - min(known),
-                "max_distance": max_distance, "same_photo": max_distance <= SAME_PHOTO_DISTANCE,
-                "ids": [table["id"][i] for i in rows], "files": [table["file"][i] for i in rows], "ages": ages,
-                "splits": [table["split"][i] for i in rows], "sources": [table["source"][i] for i in rows],
-                "distances": distances[0],
-            })
+            found.append(
+                {
+                    "size": len(rows),
+                    "age_min": min(known),
+                    "age_max": max(known),
+                    "age_spread": max(known) - min(known),
+                    "max_distance": max_distance,
+                    "same_photo": max_distance <= SAME_PHOTO_DISTANCE,
+                    "ids": [table["id"][i] for i in rows],
+                    "files": [table["file"][i] for i in rows],
+                    "ages": ages,
+                    "splits": [table["split"][i] for i in rows],
+                    "sources": [table["source"][i] for i in rows],
+                    "distances": distances[0],
+                }
+            )
     found.sort(key=lambda g: (not g["same_photo"], -g["age_spread"], g["files"][0]))
     return [{"group": number, **group} for number, group in enumerate(found, start=1)]
 
@@ -835,8 +949,19 @@ def write_conflicts_csv(groups: list[dict[str, Any]], out: Any) -> int:
             for content_id, file, age, split, source, distance in zip(
                 group["ids"], group["files"], group["ages"], group["splits"], group["sources"], group["distances"]
             ):
-                writer.writerow([group["group"], "yes" if group["same_photo"] else "no", f"{group['age_spread']:g}", file, content_id,
-                                 "" if age is None else f"{age:g}", split or "", source or "", distance])
+                writer.writerow(
+                    [
+                        group["group"],
+                        "yes" if group["same_photo"] else "no",
+                        f"{group['age_spread']:g}",
+                        file,
+                        content_id,
+                        "" if age is None else f"{age:g}",
+                        split or "",
+                        source or "",
+                        distance,
+                    ]
+                )
                 written += 1
         return written
     finally:
@@ -856,7 +981,9 @@ def _check_near_duplicates(dataset: DatasetDict, report: LoadReport, options: Lo
         offsets[name], start = start, start + len(dataset[name])
     report.duplicate_groups = len(groups)
     report.duplicate_files = sum(len(rows) for rows in groups)
-    report.conflicting_groups = sum(1 for rows in groups if _spread([table["age"][i] for i in rows]) > CONFLICT_TOLERANCE)
+    report.conflicting_groups = sum(
+        1 for rows in groups if _spread([table["age"][i] for i in rows]) > CONFLICT_TOLERANCE
+    )
     drop: dict[str, set[int]] = defaultdict(set)
     crossing = 0
     for rows in groups:
@@ -871,14 +998,24 @@ def _check_near_duplicates(dataset: DatasetDict, report: LoadReport, options: Lo
     report.cross_split_dropped = sum(len(v) for v in drop.values()) if options.cross_split_duplicates == "drop" else 0
     if crossing:
         where = ", ".join(f"{len(drop[name])} from {name}" for name in order if drop[name])
-        action = f"dropped {where}, keeping the earlier copy" if options.cross_split_duplicates == "drop" else f"kept them ({where} would be dropped)"
-        logger.warning("%s: %d near-duplicate groups (same image, or same difference hash) cross the given split: %s.",
-                       source, crossing, action)
+        action = (
+            f"dropped {where}, keeping the earlier copy"
+            if options.cross_split_duplicates == "drop"
+            else f"kept them ({where} would be dropped)"
+        )
+        logger.warning(
+            "%s: %d near-duplicate groups (same image, or same difference hash) cross the given split: %s.",
+            source,
+            crossing,
+            action,
+        )
     if options.cross_split_duplicates == "drop" and drop:
-        dataset = DatasetDict({
-            name: split.select([i for i in range(len(split)) if i not in drop[name]]) if drop[name] else split
-            for name, split in dataset.items()
-        })
+        dataset = DatasetDict(
+            {
+                name: split.select([i for i in range(len(split)) if i not in drop[name]]) if drop[name] else split
+                for name, split in dataset.items()
+            }
+        )
     return dataset
 
 
@@ -893,15 +1030,23 @@ def main(argv: list[str] | None = None) -> int:
     conflicts = commands.add_parser("conflicts", help="near-duplicate groups whose ages disagree, as CSV")
     conflicts.add_argument("source", help="data folder, labels CSV or saved dataset (as train.py --data)")
     conflicts.add_argument("--out", type=Path, help="CSV to write (default: standard output)")
-    conflicts.add_argument("--tolerance", type=float, default=CONFLICT_TOLERANCE,
-                           help=f"ages further apart than this many years conflict (default {CONFLICT_TOLERANCE:g})")
+    conflicts.add_argument(
+        "--tolerance",
+        type=float,
+        default=CONFLICT_TOLERANCE,
+        help=f"ages further apart than this many years conflict (default {CONFLICT_TOLERANCE:g})",
+    )
     conflicts.add_argument("--data-format", default="auto", choices=("auto", *FORMATS))
     conflicts.add_argument("--labels-file")
     conflicts.add_argument("--on-bad-rows", default="error", choices=("error", "skip"))
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(message)s")
-    options = LoadOptions(data_format=args.data_format, labels_file=args.labels_file, on_bad_rows=args.on_bad_rows,
-                          cross_split_duplicates="keep")  # list every copy, also those training would drop
+    options = LoadOptions(
+        data_format=args.data_format,
+        labels_file=args.labels_file,
+        on_bad_rows=args.on_bad_rows,
+        cross_split_duplicates="keep",
+    )  # list every copy, also those training would drop
     try:
         dataset, _ = load_age_dataset(args.source, options)
     except DataError as error:
@@ -910,18 +1055,37 @@ def main(argv: list[str] | None = None) -> int:
     summary = duplicate_summary(dataset, args.tolerance)
     groups = conflicting_groups(dataset, args.tolerance)
     written = write_conflicts_csv(groups, args.out if args.out else sys.stdout)
-    print(f"{args.source}: {summary['rows']:,} rows; {summary['groups']:,} near-duplicate groups hold {summary['files']:,} rows "
-          f"({summary['identical_groups']:,} byte-identical groups, {summary['cross_split']:,} crossing splits); "
-          f"{len(groups):,} groups have ages more than {args.tolerance:g} years apart ({summary['conflicting_any']:,} differ at all), "
-          f"{summary['conflicting_same_photo']:,} of them confirmed as one photo by a 256-bit dHash"
-          + (f"; wrote {written:,} rows to {args.out}" if args.out else ""), file=sys.stderr)
+    print(
+        f"{args.source}: {summary['rows']:,} rows; {summary['groups']:,} near-duplicate groups hold "
+        f"{summary['files']:,} rows "
+        f"({summary['identical_groups']:,} byte-identical groups, {summary['cross_split']:,} crossing splits); "
+        f"{len(groups):,} groups have ages more than {args.tolerance:g} years apart ({summary['conflicting_any']:,} "
+        "differ at all), "
+        f"{summary['conflicting_same_photo']:,} of them confirmed as one photo by a 256-bit dHash"
+        + (f"; wrote {written:,} rows to {args.out}" if args.out else ""),
+        file=sys.stderr,
+    )
     return 0
 
 
 __all__ = [
-    "DataError", "LoadOptions", "LoadReport", "load_age_dataset", "load_age_datasets", "detect_format", "FORMATS",
-    "dhash", "dhashes", "near_duplicate_groups", "duplicate_group_ids", "conflicting_groups", "write_conflicts_csv",
-    "duplicate_summary", "fine_dhash", "CONFLICT_TOLERANCE", "SAME_PHOTO_DISTANCE",
+    "DataError",
+    "LoadOptions",
+    "LoadReport",
+    "load_age_dataset",
+    "load_age_datasets",
+    "detect_format",
+    "FORMATS",
+    "dhash",
+    "dhashes",
+    "near_duplicate_groups",
+    "duplicate_group_ids",
+    "conflicting_groups",
+    "write_conflicts_csv",
+    "duplicate_summary",
+    "fine_dhash",
+    "CONFLICT_TOLERANCE",
+    "SAME_PHOTO_DISTANCE",
 ]
 
 

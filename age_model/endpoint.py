@@ -44,9 +44,14 @@ class EndpointHandler:
     def __call__(self, data: dict[str, Any]) -> dict[str, Any]:
         parameters = data.get("parameters") or {}
         threshold = parameters.get("threshold", DEFAULT_THRESHOLD)
-        if isinstance(threshold, bool) or not isinstance(threshold, (int, float)) or \
-                not THRESHOLD_RANGE[0] <= threshold <= THRESHOLD_RANGE[1]:
-            return {"error": f"parameters.threshold must be a number between {THRESHOLD_RANGE[0]} and {THRESHOLD_RANGE[1]}."}
+        if (
+            isinstance(threshold, bool)
+            or not isinstance(threshold, (int, float))
+            or not THRESHOLD_RANGE[0] <= threshold <= THRESHOLD_RANGE[1]
+        ):
+            return {
+                "error": f"parameters.threshold must be a number between {THRESHOLD_RANGE[0]} and {THRESHOLD_RANGE[1]}."
+            }
         try:
             result = self.predictor.predict([_photo(data.get("inputs", data.get("image")))])[0]
         except ImageError as error:
@@ -54,8 +59,16 @@ class EndpointHandler:
         if result.error:
             return {"error": result.error}
         return {
-            "faces": [{"age": round(f.age, 2), "spread": round(f.spread, 2), "box": [round(v, 1) for v in f.box],
-                       "score": round(f.score, 3), "verdict": verdict(f.age, f.spread, threshold)} for f in result.faces],
+            "faces": [
+                {
+                    "age": round(f.age, 2),
+                    "spread": round(f.spread, 2),
+                    "box": [round(v, 1) for v in f.box],
+                    "score": round(f.score, 3),
+                    "verdict": verdict(f.age, f.spread, threshold),
+                }
+                for f in result.faces
+            ],
             "threshold": threshold,
             "message": result.message,
         }

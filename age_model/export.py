@@ -76,9 +76,16 @@ def export_onnx(model_dir: str | Path, output: str | Path | None = None, opset: 
     target = Path(output) if output else folder / ONNX_FILE
     partial = target.with_name(f".{target.name}.part")
     with torch.inference_mode():
-        torch.onnx.export(_LogitsOnly(model).eval(), (example,), str(partial), input_names=[INPUT_NAME],
-                          output_names=[OUTPUT_NAME], opset_version=opset, dynamo=False,
-                          dynamic_axes={INPUT_NAME: {0: "batch"}, OUTPUT_NAME: {0: "batch"}})
+        torch.onnx.export(
+            _LogitsOnly(model).eval(),
+            (example,),
+            str(partial),
+            input_names=[INPUT_NAME],
+            output_names=[OUTPUT_NAME],
+            opset_version=opset,
+            dynamo=False,
+            dynamic_axes={INPUT_NAME: {0: "batch"}, OUTPUT_NAME: {0: "batch"}},
+        )
     graph = onnx.load(str(partial))
     onnx.helper.set_model_props(graph, {WEIGHTS_KEY: digest, "agecheck_image_size": str(size)})
     onnx.save(graph, str(partial))
@@ -92,8 +99,9 @@ def export_onnx(model_dir: str | Path, output: str | Path | None = None, opset: 
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m age_model.export", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="python -m age_model.export", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("model", help="a local model folder (config.json + model.safetensors)")
     parser.add_argument("--output", default=None, help=f"where to write (default: MODEL/{ONNX_FILE})")
     parser.add_argument("--opset", type=int, default=OPSET, help=f"ONNX opset (default {OPSET})")

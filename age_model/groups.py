@@ -149,8 +149,18 @@ CSV_COLUMNS = ["file", "time_s", "until_s", "frames", "x0", "y0", "x1", "y1", "a
 def face_row(name: str, face: Any, bands: Bands, **extra: Any) -> FaceRow:
     band, estimate = bands.classify(face.age, face.spread)
     x0, y0, x1, y1 = (round(float(v), 1) for v in face.box)
-    return FaceRow(file=name, x0=x0, y0=y0, x1=x1, y1=y1, age=round(float(face.age), 2),
-                   spread=round(float(face.spread), 2), band=band, estimate_band=estimate, **extra)
+    return FaceRow(
+        file=name,
+        x0=x0,
+        y0=y0,
+        x1=x1,
+        y1=y1,
+        age=round(float(face.age), 2),
+        spread=round(float(face.spread), 2),
+        band=band,
+        estimate_band=estimate,
+        **extra,
+    )
 
 
 @dataclass
@@ -219,7 +229,10 @@ def summarise(rows: Iterable[Any], bands: Bands = Bands()) -> list[BandCount]:
     def share(n: int) -> float:
         return n / total if total else 0.0
 
-    lines = [BandCount(name, sure[name], by_estimate[name], share(sure[name]), share(by_estimate[name])) for name in bands.names]
+    lines = [
+        BandCount(name, sure[name], by_estimate[name], share(sure[name]), share(by_estimate[name]))
+        for name in bands.names
+    ]
     lines.append(BandCount(UNCERTAIN, uncertain, 0, share(uncertain), 0.0))
     lines.append(BandCount("total", total, total, 1.0 if total else 0.0, 1.0 if total else 0.0))
     return lines
@@ -233,7 +246,9 @@ def summary_markdown(report: Report) -> str:
         elif line.band == "total":
             lines.append(f"| **total** | **{line.faces}** | | **{line.by_estimate}** | |")
         else:
-            lines.append(f"| {line.band} | {line.faces} | {line.share:.0%} | {line.by_estimate} | {line.share_by_estimate:.0%} |")
+            lines.append(
+                f"| {line.band} | {line.faces} | {line.share:.0%} | {line.by_estimate} | {line.share_by_estimate:.0%} |"
+            )
     return "\n".join(lines)
 
 
@@ -241,8 +256,10 @@ def counted_text(report: Report) -> str:
     """One sentence: what was read."""
     parts = [f"{report.photos} photo{'s' if report.photos != 1 else ''} ({report.no_face} without a face)"]
     if report.videos:
-        parts.append(f"{report.videos} video{'s' if report.videos != 1 else ''} "
-                     f"({report.video_seconds:.0f} s, {report.frames} frames sampled)")
+        parts.append(
+            f"{report.videos} video{'s' if report.videos != 1 else ''} "
+            f"({report.video_seconds:.0f} s, {report.frames} frames sampled)"
+        )
     text = f"{report.faces} face{'s' if report.faces != 1 else ''} in " + " and ".join(parts)
     if report.skipped:
         text += f"; {report.skipped} other file{'s' if report.skipped != 1 else ''} skipped"
@@ -251,6 +268,7 @@ def counted_text(report: Report) -> str:
 
 def write_csv(rows: Iterable[FaceRow], out: str | Path | io.TextIOBase) -> None:
     """The face rows as CSV (:data:`CSV_COLUMNS`); empty cells where a value does not apply."""
+
     def write(handle: Any) -> None:
         writer = csv.DictWriter(handle, fieldnames=CSV_COLUMNS, extrasaction="ignore", lineterminator="\n")
         writer.writeheader()
@@ -270,7 +288,9 @@ def write_summary_csv(report: Report, out: str | Path) -> None:
         writer = csv.writer(handle, lineterminator="\n")
         writer.writerow(["band", "faces", "share", "by_estimate", "share_by_estimate"])
         for line in report.summary():
-            writer.writerow([line.band, line.faces, f"{line.share:.4f}", line.by_estimate, f"{line.share_by_estimate:.4f}"])
+            writer.writerow(
+                [line.band, line.faces, f"{line.share:.4f}", line.by_estimate, f"{line.share_by_estimate:.4f}"]
+            )
 
 
 # --------------------------------------------------------------------------- limits and inputs
@@ -290,8 +310,15 @@ class Limits:
     frame_pixels: int = 4096 * 4096  # a video frame's width x height
 
 
-PAGE_LIMITS = Limits(zip_members=1000, zip_bytes=500 * 2**20, member_bytes=30 * 2**20, zip_ratio=100.0,
-                     photos=2000, video_seconds=300.0, frame_pixels=1920 * 1080)
+PAGE_LIMITS = Limits(
+    zip_members=1000,
+    zip_bytes=500 * 2**20,
+    member_bytes=30 * 2**20,
+    zip_ratio=100.0,
+    photos=2000,
+    video_seconds=300.0,
+    frame_pixels=1920 * 1080,
+)
 
 
 def reason(error: BaseException) -> str:
@@ -353,8 +380,10 @@ def zip_photos(path: Path, name: str, limits: Limits) -> tuple[list[Photo], int]
     """
     declared_entries = _declared_entries(path)
     if declared_entries is not None and declared_entries > limits.zip_members:  # before parsing its whole directory
-        raise InputError(f"{name}: {declared_entries:,} files, more than the {limits.zip_members:,} allowed in one zip; "
-                         "split it into smaller zips.")
+        raise InputError(
+            f"{name}: {declared_entries:,} files, more than the {limits.zip_members:,} allowed in one zip; "
+            "split it into smaller zips."
+        )
     try:
         archive = zipfile.ZipFile(path)
     except (zipfile.BadZipFile, OSError, EOFError, ValueError) as error:
@@ -363,21 +392,29 @@ def zip_photos(path: Path, name: str, limits: Limits) -> tuple[list[Photo], int]
         members = [m for m in archive.infolist() if not m.is_dir()]
         bad_names = [m.filename for m in members if not safe_member_name(m.filename)]
         if bad_names:
-            raise InputError(f"{name}: refused, it names files outside itself ({bad_names[0]!r}); "
-                             "make the zip again from the photos' folder.")
+            raise InputError(
+                f"{name}: refused, it names files outside itself ({bad_names[0]!r}); "
+                "make the zip again from the photos' folder."
+            )
         if len(members) > limits.zip_members:
-            raise InputError(f"{name}: {len(members):,} files, more than the {limits.zip_members:,} allowed in one zip; "
-                             "split it into smaller zips.")
+            raise InputError(
+                f"{name}: {len(members):,} files, more than the {limits.zip_members:,} allowed in one zip; "
+                "split it into smaller zips."
+            )
         declared = sum(m.file_size for m in members)
         if declared > limits.zip_bytes:
-            raise InputError(f"{name}: would unpack to {declared / 2**20:,.0f} MB, more than the "
-                             f"{limits.zip_bytes / 2**20:,.0f} MB allowed; split it into smaller zips.")
+            raise InputError(
+                f"{name}: would unpack to {declared / 2**20:,.0f} MB, more than the "
+                f"{limits.zip_bytes / 2**20:,.0f} MB allowed; split it into smaller zips."
+            )
         for member in members:
             ratio = member.file_size / max(member.compress_size, 1)
             if member.file_size > limits.member_bytes or (member.file_size > 2**20 and ratio > limits.zip_ratio):
-                raise InputError(f"{name}: refused as a zip bomb, {member.filename!r} declares "
-                                 f"{member.file_size / 2**20:,.0f} MB ({ratio:,.0f}x its compressed size). "
-                                 f"Photos over {limits.member_bytes / 2**20:,.0f} MB are not read.")
+                raise InputError(
+                    f"{name}: refused as a zip bomb, {member.filename!r} declares "
+                    f"{member.file_size / 2**20:,.0f} MB ({ratio:,.0f}x its compressed size). "
+                    f"Photos over {limits.member_bytes / 2**20:,.0f} MB are not read."
+                )
     photos, other, source = [], 0, _ZipSource(path)
     for member in members:
         base = posixpath.basename(member.filename.replace("\\", "/"))
@@ -440,8 +477,9 @@ def folder_entries(folder: Path, name: str) -> list[tuple[str, Path]]:
     return entries
 
 
-def expand_inputs(inputs: Sequence[str | Path | tuple[str, str | Path]], limits: Limits,
-                  problems: list[str]) -> tuple[list[Photo | Video], int]:
+def expand_inputs(
+    inputs: Sequence[str | Path | tuple[str, str | Path]], limits: Limits, problems: list[str]
+) -> tuple[list[Photo | Video], int]:
     """Inputs to the photos and videos they hold (and the count of other files skipped).
 
     An input is a path, or ``(display name, path)`` where the name shown must not be the path (the
@@ -450,7 +488,7 @@ def expand_inputs(inputs: Sequence[str | Path | tuple[str, str | Path]], limits:
     items: list[Photo | Video] = []
     skipped = 0
     for entry in inputs:
-        name, path = (entry if isinstance(entry, tuple) else (str(entry), entry))
+        name, path = entry if isinstance(entry, tuple) else (str(entry), entry)
         path = Path(path)
         if path.is_dir():
             entries = folder_entries(path, name)
@@ -465,8 +503,10 @@ def expand_inputs(inputs: Sequence[str | Path | tuple[str, str | Path]], limits:
                 items.extend(inner_items)
                 skipped += other
             if not found:
-                problems.append(f"{name}: the folder has no photos, zips or videos (looked for "
-                                f"{', '.join(sorted(IMAGE_SUFFIXES | VIDEO_SUFFIXES | ZIP_SUFFIXES))}).")
+                problems.append(
+                    f"{name}: the folder has no photos, zips or videos (looked for "
+                    f"{', '.join(sorted(IMAGE_SUFFIXES | VIDEO_SUFFIXES | ZIP_SUFFIXES))})."
+                )
             continue
         if not path.is_file():
             problems.append(f"{name}: no such file or folder.")
@@ -475,8 +515,10 @@ def expand_inputs(inputs: Sequence[str | Path | tuple[str, str | Path]], limits:
         if kind == "other":
             kind = _sniff(path)
         if kind == "other":
-            problems.append(f"{name}: not a photo, zip or video agecheck reads (photos: JPEG, PNG, WebP, GIF, BMP, "
-                            "TIFF; videos: MP4, MOV, AVI, MKV, WebM; or a zip of photos).")
+            problems.append(
+                f"{name}: not a photo, zip or video agecheck reads (photos: JPEG, PNG, WebP, GIF, BMP, "
+                "TIFF; videos: MP4, MOV, AVI, MKV, WebM; or a zip of photos)."
+            )
             continue
         found, other = _expand_file(name, path, kind, limits, problems)
         items.extend(found)
@@ -484,7 +526,9 @@ def expand_inputs(inputs: Sequence[str | Path | tuple[str, str | Path]], limits:
     return items, skipped
 
 
-def _expand_file(name: str, path: Path, kind: str, limits: Limits, problems: list[str]) -> tuple[list[Photo | Video], int]:
+def _expand_file(
+    name: str, path: Path, kind: str, limits: Limits, problems: list[str]
+) -> tuple[list[Photo | Video], int]:
     """The photos and videos one file holds, and how many other files a zip had."""
     if kind == "photo":
         return [Photo(name, path)], 0
@@ -577,15 +621,24 @@ class BoxTracker:
         width_a, width_b = track.box[2] - track.box[0], box[2] - box[0]
         if width_a <= 0 or width_b <= 0 or not 1 / 1.5 <= width_b / width_a <= 1.5:
             return None
-        shift = math.dist(((track.box[0] + track.box[2]) / 2, (track.box[1] + track.box[3]) / 2),
-                          ((box[0] + box[2]) / 2, (box[1] + box[3]) / 2))
+        shift = math.dist(
+            ((track.box[0] + track.box[2]) / 2, (track.box[1] + track.box[3]) / 2),
+            ((box[0] + box[2]) / 2, (box[1] + box[3]) / 2),
+        )
         limit = self.max_shift * (width_a + width_b) / 2
         return 1.0 - shift / limit if shift < limit else None
 
     def update(self, frame: int, time_s: float, faces: Sequence[Any]) -> list[Track]:
         """Feed one sampled frame's faces (``.box``, ``.age``, ``.spread``); returns the tracks that ended."""
-        pairs = sorted(((score, t, f) for t, track in enumerate(self.active) for f, face in enumerate(faces)
-                        if (score := self._score(track, face.box)) is not None), reverse=True)
+        pairs = sorted(
+            (
+                (score, t, f)
+                for t, track in enumerate(self.active)
+                for f, face in enumerate(faces)
+                if (score := self._score(track, face.box)) is not None
+            ),
+            reverse=True,
+        )
         used_tracks, used_faces = set(), set()
         for _, t, f in pairs:
             if t in used_tracks or f in used_faces:
@@ -626,8 +679,9 @@ def track_row(name: str, track: Track, bands: Bands) -> FaceRow:
     """A track's row: the mean age and the mean spread over its frames (the frames of one face are
     not independent views, so the spread is not narrowed), the box where it was first seen."""
     face = _TrackFace(track.first_box, float(np.mean(track.ages)), float(np.mean(track.spreads)))
-    return face_row(name, face, bands, time_s=round(track.first_time, 2), until_s=round(track.last_time, 2),
-                    frames=len(track.ages))
+    return face_row(
+        name, face, bands, time_s=round(track.first_time, 2), until_s=round(track.last_time, 2), frames=len(track.ages)
+    )
 
 
 # --------------------------------------------------------------------------- counting
@@ -636,8 +690,15 @@ def track_row(name: str, track: Track, bands: Bands) -> FaceRow:
 class GroupCounter:
     """Count faces per band over photos, folders, zips and videos with one loaded :class:`AgePredictor`."""
 
-    def __init__(self, predictor: AgePredictor, bands: Bands = Bands(), limits: Limits = Limits(), every_seconds: float = 1.0,
-                 photo_batch: int = 16, tracker: Callable[[], BoxTracker] = BoxTracker) -> None:
+    def __init__(
+        self,
+        predictor: AgePredictor,
+        bands: Bands = Bands(),
+        limits: Limits = Limits(),
+        every_seconds: float = 1.0,
+        photo_batch: int = 16,
+        tracker: Callable[[], BoxTracker] = BoxTracker,
+    ) -> None:
         if not every_seconds > 0:
             raise ValueError("every_seconds must be above 0")
         self.predictor, self.bands, self.limits = predictor, bands, limits
@@ -664,8 +725,10 @@ class GroupCounter:
                     self._video(item, report, lambda f, m, d=done: progress((d + f) / total, m))
                     continue
                 if self.limits.photos is not None and report.photos + len(batch) >= self.limits.photos:
-                    raise LimitReached(f"Stopped after {self.limits.photos:,} photos, the most one run reads here: "
-                                       f"{len(items) - done:,} more were not read. What was counted is kept.")
+                    raise LimitReached(
+                        f"Stopped after {self.limits.photos:,} photos, the most one run reads here: "
+                        f"{len(items) - done:,} more were not read. What was counted is kept."
+                    )
                 batch.append(item)
                 if len(batch) >= self.photo_batch:
                     self._photos(batch, report)
@@ -724,15 +787,19 @@ class GroupCounter:
         index, fps = 0, 0.0
         try:
             if not capture.isOpened():
-                raise InputError(f"{video.name}: the video could not be opened (corrupt, truncated or an unsupported codec).")
+                raise InputError(
+                    f"{video.name}: the video could not be opened (corrupt, truncated or an unsupported codec)."
+                )
             fps = capture.get(cv2.CAP_PROP_FPS)
             width, height = capture.get(cv2.CAP_PROP_FRAME_WIDTH), capture.get(cv2.CAP_PROP_FRAME_HEIGHT)
             if not (math.isfinite(fps) and 0 < fps <= 1000):
                 fps = 0.0
                 raise InputError(f"{video.name}: the video's frame rate cannot be read.")
             if width * height > self.limits.frame_pixels:
-                raise InputError(f"{video.name}: frames of {width:.0f}x{height:.0f} are larger than the "
-                                 f"{self.limits.frame_pixels / 1e6:.1f} MP allowed.")
+                raise InputError(
+                    f"{video.name}: frames of {width:.0f}x{height:.0f} are larger than the "
+                    f"{self.limits.frame_pixels / 1e6:.1f} MP allowed."
+                )
             frame_count = capture.get(cv2.CAP_PROP_FRAME_COUNT)
             duration = frame_count / fps if frame_count and frame_count > 0 else None
             step = max(1, round(self.every_seconds * fps))
@@ -742,16 +809,22 @@ class GroupCounter:
             while capture.grab():
                 time_s = index / fps
                 if limit is not None and time_s >= limit:
-                    report.problems.append(f"{video.name}: only the first {limit / 60:g} minutes were read "
-                                           "(the most one video may have here); the faces in them are counted.")
+                    report.problems.append(
+                        f"{video.name}: only the first {limit / 60:g} minutes were read "
+                        "(the most one video may have here); the faces in them are counted."
+                    )
                     break
                 if index % step == 0:
                     ok, frame = capture.retrieve()
                     if not ok or frame is None:
-                        raise InputError(f"{video.name}: frame {index} could not be decoded; "
-                                         f"the {time_s:.0f} s before it are counted.")
+                        raise InputError(
+                            f"{video.name}: frame {index} could not be decoded; "
+                            f"the {time_s:.0f} s before it are counted."
+                        )
                     if frame.shape[0] * frame.shape[1] > self.limits.frame_pixels:
-                        raise InputError(f"{video.name}: a frame is larger than the {self.limits.frame_pixels / 1e6:.1f} MP allowed.")
+                        raise InputError(
+                            f"{video.name}: a frame is larger than the {self.limits.frame_pixels / 1e6:.1f} MP allowed."
+                        )
                     pending.append((sampled, time_s, cv2.cvtColor(frame, cv2.COLOR_BGR2RGB)))
                     sampled += 1
                     if len(pending) >= self.photo_batch:
@@ -768,7 +841,9 @@ class GroupCounter:
             if fps:
                 report.video_seconds += index / fps
 
-    def _frame_faces(self, pending: list[tuple[int, float, np.ndarray]], report: Report) -> Iterator[tuple[int, float, list[Any]]]:
+    def _frame_faces(
+        self, pending: list[tuple[int, float, np.ndarray]], report: Report
+    ) -> Iterator[tuple[int, float, list[Any]]]:
         if not pending:
             return
         results = self.predictor.predict([frame for _, _, frame in pending])
@@ -794,9 +869,17 @@ class FaceRows:
     processes each load their own, with ``threads`` torch threads each).
     """
 
-    def __init__(self, model: str | Path | None = None, bands: Bands = Bands(), image_column: str = "image",
-                 name_column: str | None = None, tta: bool = True, score_threshold: float | None = None,
-                 threads: int | None = 1, predictor: AgePredictor | None = None) -> None:
+    def __init__(
+        self,
+        model: str | Path | None = None,
+        bands: Bands = Bands(),
+        image_column: str = "image",
+        name_column: str | None = None,
+        tta: bool = True,
+        score_threshold: float | None = None,
+        threads: int | None = 1,
+        predictor: AgePredictor | None = None,
+    ) -> None:
         if model is None and predictor is None:
             raise ValueError("give a model (folder or Hub id) or a loaded predictor")
         self.model = None if model is None else str(model)
@@ -814,9 +897,21 @@ class FaceRows:
     def features():  # -> datasets.Features
         from datasets import Features, Value
 
-        kinds = {"file": "string", "x0": "float64", "y0": "float64", "x1": "float64", "y1": "float64", "age": "float64",
-                 "spread": "float64", "band": "string", "estimate_band": "string", "time_s": "float64",
-                 "until_s": "float64", "frames": "int64", "note": "string"}
+        kinds = {
+            "file": "string",
+            "x0": "float64",
+            "y0": "float64",
+            "x1": "float64",
+            "y1": "float64",
+            "age": "float64",
+            "spread": "float64",
+            "band": "string",
+            "estimate_band": "string",
+            "time_s": "float64",
+            "until_s": "float64",
+            "frames": "int64",
+            "note": "string",
+        }
         return Features({name: Value(kinds[name]) for name in ROW_COLUMNS})
 
     @property
@@ -830,8 +925,9 @@ class FaceRows:
 
                 torch.set_num_threads(self.threads)  # (never cv2.setNumThreads in a forked child: it can hang)
             threshold = DEFAULT_SCORE_THRESHOLD if self.score_threshold is None else self.score_threshold
-            self._predictor = AgePredictor(self.model, device="cpu" if os.getpid() != self._pid else None,
-                                           tta=self.tta, score_threshold=threshold)
+            self._predictor = AgePredictor(
+                self.model, device="cpu" if os.getpid() != self._pid else None, tta=self.tta, score_threshold=threshold
+            )
         return self._predictor
 
     def __call__(self, batch: dict[str, list[Any]]) -> dict[str, list[Any]]:
@@ -881,17 +977,31 @@ def report_from_rows(rows: Iterable[dict[str, Any]], bands: Bands = Bands()) -> 
     return report
 
 
-def map_photos(paths: Sequence[tuple[str, Path]], model: str | Path, bands: Bands = Bands(), num_proc: int = 2,
-               batch_size: int = 32, tta: bool = True, score_threshold: float | None = None) -> Report:
+def map_photos(
+    paths: Sequence[tuple[str, Path]],
+    model: str | Path,
+    bands: Bands = Bands(),
+    num_proc: int = 2,
+    batch_size: int = 32,
+    tta: bool = True,
+    score_threshold: float | None = None,
+) -> Report:
     """Photo files through ``Dataset.map(FaceRows(...), num_proc=...)``: the one-machine scale-out."""
     from datasets import Dataset, disable_progress_bars
 
     disable_progress_bars()
     dataset = Dataset.from_dict({"name": [n for n, _ in paths], "path": [str(p) for _, p in paths]})
     mapper = FaceRows(model, bands, image_column="path", name_column="name", tta=tta, score_threshold=score_threshold)
-    rows = dataset.map(mapper, batched=True, batch_size=batch_size, num_proc=num_proc if len(paths) > 1 else None,
-                       remove_columns=dataset.column_names, features=FaceRows.features(), load_from_cache_file=False,
-                       keep_in_memory=True)
+    rows = dataset.map(
+        mapper,
+        batched=True,
+        batch_size=batch_size,
+        num_proc=num_proc if len(paths) > 1 else None,
+        remove_columns=dataset.column_names,
+        features=FaceRows.features(),
+        load_from_cache_file=False,
+        keep_in_memory=True,
+    )
     return report_from_rows(rows, bands)
 
 
@@ -925,8 +1035,10 @@ def print_rows(rows: Sequence[FaceRow], out: TextIO) -> None:
         when = "" if row.time_s is None else f"{row.time_s:.1f}-{row.until_s:.1f} s ({row.frames} fr)"
         box = ", ".join(f"{v:.0f}" for v in (row.x0, row.y0, row.x1, row.y1))
         shown = min(max(row.age or 0.0, 0.0), 100.0)
-        out.write(f"{row.file:<{width}}  {when:<22}  {shown:5.1f}  ±{row.spread:5.1f}  {row.band:<9}  "
-                  f"({row.estimate_band:<7})  ({box})\n")
+        out.write(
+            f"{row.file:<{width}}  {when:<22}  {shown:5.1f}  ±{row.spread:5.1f}  {row.band:<9}  "
+            f"({row.estimate_band:<7})  ({box})\n"
+        )
 
 
 def print_summary(report: Report, out: TextIO) -> None:
@@ -938,15 +1050,28 @@ def print_summary(report: Report, out: TextIO) -> None:
         elif line.band == "total":
             out.write(f"{'total':<12}  {line.faces:>6}  {'':>6}  {line.by_estimate:>11}\n")
         else:
-            out.write(f"{line.band:<12}  {line.faces:>6}  {line.share:>6.1%}  {line.by_estimate:>11}  {line.share_by_estimate:>6.1%}\n")
+            out.write(
+                f"{line.band:<12}  {line.faces:>6}  {line.share:>6.1%}  {line.by_estimate:>11}  "
+                f"{line.share_by_estimate:>6.1%}\n"
+            )
     out.write(f"Note: {UNCERTAIN_RULE}.\n")
 
 
 def summary_json(report: Report) -> dict[str, Any]:
-    return {"summary": [vars(line) for line in report.summary()], "bands": report.bands.names, "rule": UNCERTAIN_RULE,
-            "photos": report.photos, "photos_without_face": report.no_face, "videos": report.videos,
-            "video_seconds": round(report.video_seconds, 2), "frames": report.frames, "faces": report.faces,
-            "skipped": report.skipped, "problems": report.problems, "seconds": round(report.seconds, 2)}
+    return {
+        "summary": [vars(line) for line in report.summary()],
+        "bands": report.bands.names,
+        "rule": UNCERTAIN_RULE,
+        "photos": report.photos,
+        "photos_without_face": report.no_face,
+        "videos": report.videos,
+        "video_seconds": round(report.video_seconds, 2),
+        "frames": report.frames,
+        "faces": report.faces,
+        "skipped": report.skipped,
+        "problems": report.problems,
+        "seconds": round(report.seconds, 2),
+    }
 
 
 def run_cli(args: argparse.Namespace, predictor: AgePredictor, model: str, out: TextIO, err: TextIO) -> int:
@@ -963,8 +1088,17 @@ def run_cli(args: argparse.Namespace, predictor: AgePredictor, model: str, out: 
         rest = [item for item in items if not (isinstance(item, Photo) and isinstance(item.data, Path))]
         if files:
             progress(0.0, f"{len(files):,} photos in {args.num_proc} processes (datasets.Dataset.map)")
-            report.add(map_photos(files, model, bands, num_proc=args.num_proc, batch_size=args.batch_size,
-                                  tta=predictor.tta, score_threshold=predictor.score_threshold))
+            report.add(
+                map_photos(
+                    files,
+                    model,
+                    bands,
+                    num_proc=args.num_proc,
+                    batch_size=args.batch_size,
+                    tta=predictor.tta,
+                    score_threshold=predictor.score_threshold,
+                )
+            )
         items = rest
     counter.count(items, report, progress)
     if args.csv:

@@ -6,8 +6,10 @@ stops after staging into OUT, so what you inspect is what would be uploaded. Wit
 when the Hub cannot be reached, the CLI prints one message saying what happened and what to do,
 and exits with code 2; nothing leaves the machine.
 
-    python -m age_model.hub push-model RUN_DIR --repo-id ORG/NAME [--private | --public] [--dry-run OUT_DIR] [--token TOKEN]
-    python -m age_model.hub push-feedback EXPORT_DIR --repo-id ORG/NAME [--private | --public] [--dry-run OUT_DIR] [--token TOKEN]
+    python -m age_model.hub push-model RUN_DIR --repo-id ORG/NAME
+        [--private | --public] [--dry-run OUT_DIR] [--token TOKEN]
+    python -m age_model.hub push-feedback EXPORT_DIR --repo-id ORG/NAME
+        [--private | --public] [--dry-run OUT_DIR] [--token TOKEN]
 
 The token comes from --token, else HF_TOKEN, else the login cache written by `hf auth login`
 (`huggingface-cli login` in older huggingface_hub releases).
@@ -30,7 +32,11 @@ from age_model.cards import model_card_for_run, render_feedback_card
 
 EXIT_HUB = 2
 MODEL_FILES = ("config.json", "preprocessor_config.json")
-RUN_RECORDS = ("test_metrics.json", "eval_metrics.json", "data_summary.json")  # copied when present: the card's evidence
+RUN_RECORDS = (
+    "test_metrics.json",
+    "eval_metrics.json",
+    "data_summary.json",
+)  # copied when present: the card's evidence
 WEIGHT_GLOBS = ("model.safetensors", "model.safetensors.index.json", "model-*-of-*.safetensors")
 DATA_SUFFIXES = (".parquet", ".arrow", ".jsonl", ".csv")
 # Never published from a feedback folder: the live store, its journals, locks and half-written files.
@@ -94,7 +100,9 @@ def halve_safetensors(source: Path, target: Path) -> None:
 
 
 def data_files(export_dir: Path) -> list[Path]:
-    return sorted(p for p in export_dir.rglob("*") if p.is_file() and p.suffix in DATA_SUFFIXES and not p.name.startswith("."))
+    return sorted(
+        p for p in export_dir.rglob("*") if p.is_file() and p.suffix in DATA_SUFFIXES and not p.name.startswith(".")
+    )
 
 
 def export_stats(export_dir: Path) -> dict[str, int]:
@@ -110,7 +118,9 @@ def stage_feedback(export_dir: Path, folder: Path) -> Path:
     if not export_dir.is_dir():
         raise FileNotFoundError(f"{export_dir} is not a folder. Give a feedback export folder.")
     if not data_files(export_dir):
-        raise FileNotFoundError(f"{export_dir} holds no data files ({', '.join(DATA_SUFFIXES)}): is it a feedback export?")
+        raise FileNotFoundError(
+            f"{export_dir} holds no data files ({', '.join(DATA_SUFFIXES)}): is it a feedback export?"
+        )
     empty_folder(folder)
     shutil.copytree(export_dir, folder, ignore=shutil.ignore_patterns(*LOCAL_ONLY_PATTERNS), dirs_exist_ok=True)
     if not (folder / "README.md").exists():
@@ -146,7 +156,10 @@ def diagnose(error: BaseException | None) -> tuple[str, str]:
             "Use a token with write access to it (`hf auth login` again, or HF_TOKEN), then try again."
         )
     if isinstance(error, HfHubHTTPError):
-        return f"the Hub answered HTTP {status}: {str(error).splitlines()[0]}", "Check the repo id, then try again later."
+        return (
+            f"the Hub answered HTTP {status}: {str(error).splitlines()[0]}",
+            "Check the repo id, then try again later.",
+        )
     first_line = (str(error).splitlines() or [""])[0]
     return (
         f"the Hugging Face Hub could not be reached ({type(error).__name__}: {first_line})",
@@ -160,8 +173,15 @@ def resolve_token(token: str | None) -> str | None:
 
 
 def upload(
-    stage: Callable[[Path], Path], repo_id: str, repo_type: str, *, private: bool, token: str | None,
-    api: HfApi | None, local: Path, what: str,
+    stage: Callable[[Path], Path],
+    repo_id: str,
+    repo_type: str,
+    *,
+    private: bool,
+    token: str | None,
+    api: HfApi | None,
+    local: Path,
+    what: str,
 ) -> str:
     """Stage into a temporary folder, create the repo (existing repos keep their visibility), upload in one commit."""
     action = f"push the {what} to {repo_id}"
@@ -174,7 +194,10 @@ def upload(
         try:
             repo_url = api.create_repo(repo_id, token=token, private=private, repo_type=repo_type, exist_ok=True)
             commit = api.upload_folder(
-                repo_id=repo_id, folder_path=folder, repo_type=repo_type, token=token,
+                repo_id=repo_id,
+                folder_path=folder,
+                repo_type=repo_type,
+                token=token,
                 commit_message=f"Upload agecheck {what} from {local.name}",
             )
         except (HTTPError, OSError) as error:
@@ -183,8 +206,14 @@ def upload(
 
 
 def push_model(
-    run_dir: str | Path, repo_id: str, *, private: bool = True, token: str | None = None,
-    dry_run: str | Path | None = None, api: HfApi | None = None, fp16: bool = False,
+    run_dir: str | Path,
+    repo_id: str,
+    *,
+    private: bool = True,
+    token: str | None = None,
+    dry_run: str | Path | None = None,
+    api: HfApi | None = None,
+    fp16: bool = False,
 ) -> str:
     """Push a train.py run (weights, config, processor, regenerated card); with ``dry_run``, only write that folder.
 
@@ -195,26 +224,52 @@ def push_model(
     if dry_run is not None:
         return str(stage_model(run_dir, Path(dry_run), repo_id, fp16))
     model_files(run_dir)  # fail on a wrong folder before asking for a token
-    return upload(lambda folder: stage_model(run_dir, folder, repo_id, fp16), repo_id, "model",
-                  private=private, token=token, api=api, local=run_dir, what="model")
+    return upload(
+        lambda folder: stage_model(run_dir, folder, repo_id, fp16),
+        repo_id,
+        "model",
+        private=private,
+        token=token,
+        api=api,
+        local=run_dir,
+        what="model",
+    )
 
 
 def push_feedback(
-    export_dir: str | Path, repo_id: str, *, private: bool = True, token: str | None = None,
-    dry_run: str | Path | None = None, api: HfApi | None = None,
+    export_dir: str | Path,
+    repo_id: str,
+    *,
+    private: bool = True,
+    token: str | None = None,
+    dry_run: str | Path | None = None,
+    api: HfApi | None = None,
 ) -> str:
     """Push a feedback export folder (with its card) as a dataset repo; with ``dry_run``, only write that folder."""
     export_dir = Path(export_dir)
     validate_repo_id(repo_id)
     if dry_run is not None:
         return str(stage_feedback(export_dir, Path(dry_run)))
-    return upload(lambda folder: stage_feedback(export_dir, folder), repo_id, "dataset",
-                  private=private, token=token, api=api, local=export_dir, what="feedback dataset")
+    return upload(
+        lambda folder: stage_feedback(export_dir, folder),
+        repo_id,
+        "dataset",
+        private=private,
+        token=token,
+        api=api,
+        local=export_dir,
+        what="feedback dataset",
+    )
 
 
 def make_feedback_scheduler(
-    folder: str | Path, repo_id: str, every_minutes: float = 10, *, private: bool = True,
-    token: str | None = None, hf_api: HfApi | None = None,
+    folder: str | Path,
+    repo_id: str,
+    every_minutes: float = 10,
+    *,
+    private: bool = True,
+    token: str | None = None,
+    hf_api: HfApi | None = None,
 ) -> CommitScheduler:
     """A CommitScheduler that pushes ``folder`` to the dataset repo ``repo_id`` every ``every_minutes``.
 
@@ -237,8 +292,14 @@ def make_feedback_scheduler(
         raise hub_failure(None, action, folder, dry_run_hint=False)
     try:
         return CommitScheduler(
-            repo_id=repo_id, repo_type="dataset", folder_path=folder, every=every_minutes, private=private,
-            token=token, ignore_patterns=list(LOCAL_ONLY_PATTERNS), hf_api=hf_api,
+            repo_id=repo_id,
+            repo_type="dataset",
+            folder_path=folder,
+            every=every_minutes,
+            private=private,
+            token=token,
+            ignore_patterns=list(LOCAL_ONLY_PATTERNS),
+            hf_api=hf_api,
         )
     except (HTTPError, OSError) as error:
         raise hub_failure(error, action, folder, dry_run_hint=False) from error
@@ -248,7 +309,9 @@ def make_feedback_scheduler(
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m age_model.hub", description="Push agecheck models and feedback to the Hugging Face Hub.")
+    parser = argparse.ArgumentParser(
+        prog="python -m age_model.hub", description="Push agecheck models and feedback to the Hugging Face Hub."
+    )
     commands = parser.add_subparsers(dest="command", required=True)
     for name, source, help_text in (
         ("push-model", "run_dir", "a train.py output folder (weights, config, processor, metrics JSON)"),
@@ -258,11 +321,22 @@ def build_parser() -> argparse.ArgumentParser:
         command.add_argument(source, type=Path, help=help_text)
         command.add_argument("--repo-id", required=True, help="ORG/NAME (or NAME for your own namespace)")
         visibility = command.add_mutually_exclusive_group()
-        visibility.add_argument("--private", dest="private", action="store_true", default=True, help="create the repo private (default)")
+        visibility.add_argument(
+            "--private", dest="private", action="store_true", default=True, help="create the repo private (default)"
+        )
         visibility.add_argument("--public", dest="private", action="store_false", help="create the repo public")
-        command.add_argument("--dry-run", type=Path, metavar="OUT_DIR", help="write the folder that would be uploaded into OUT_DIR; upload nothing")
-        command.add_argument("--token", help="Hub token (default: HF_TOKEN, then `hf auth login`); visible in shell history")
-    commands.choices["push-model"].add_argument("--fp16", action="store_true", help="store the weights in fp16 (half the size; loads back as fp32)")
+        command.add_argument(
+            "--dry-run",
+            type=Path,
+            metavar="OUT_DIR",
+            help="write the folder that would be uploaded into OUT_DIR; upload nothing",
+        )
+        command.add_argument(
+            "--token", help="Hub token (default: HF_TOKEN, then `hf auth login`); visible in shell history"
+        )
+    commands.choices["push-model"].add_argument(
+        "--fp16", action="store_true", help="store the weights in fp16 (half the size; loads back as fp32)"
+    )
     return parser
 
 

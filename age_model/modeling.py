@@ -29,7 +29,9 @@ from age_model.faces.crops import DEFAULT_CROP, CropSpec
 logger = logging.getLogger(__name__)
 
 HEADS = ("regression", "gaussian", "bins")
-BINS_MAX_AGE = 100  # the bins head covers 0..BINS_MAX_AGE inclusive (older labels fall in the last bin); not a label bound
+BINS_MAX_AGE = (
+    100  # the bins head covers 0..BINS_MAX_AGE inclusive (older labels fall in the last bin); not a label bound
+)
 WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin")
 
 
@@ -68,8 +70,9 @@ class AgeSettings:
     @property
     def crop(self) -> CropSpec:
         """How this model frames a detected face. Raises ``ValueError`` for an unknown ``crop_style``."""
-        return CropSpec(style=self.crop_style, margin=self.crop_margin, align_scale=self.align_scale,
-                        align_shift=self.align_shift)
+        return CropSpec(
+            style=self.crop_style, margin=self.crop_margin, align_scale=self.align_scale, align_shift=self.align_shift
+        )
 
     @crop.setter
     def crop(self, crop: CropSpec) -> None:
@@ -95,14 +98,18 @@ class AgeSettings:
 
 def output_labels(head: str) -> list[str]:
     """The name of each output: what plain transformers (pipeline, Hub widget) shows beside it."""
-    return {"regression": ["age"], "gaussian": ["age", "log_variance"]}.get(head, [str(a) for a in range(BINS_MAX_AGE + 1)])
+    return {"regression": ["age"], "gaussian": ["age", "log_variance"]}.get(
+        head, [str(a) for a in range(BINS_MAX_AGE + 1)]
+    )
 
 
 def is_config_only(path: str | Path) -> bool:
     """A local base folder with a config but no weights means: build the architecture from scratch."""
     folder = Path(path)
-    return folder.is_dir() and (folder / "config.json").exists() and not any(
-        (folder / name).exists() for name in WEIGHT_FILES
+    return (
+        folder.is_dir()
+        and (folder / "config.json").exists()
+        and not any((folder / name).exists() for name in WEIGHT_FILES)
     )
 
 
@@ -123,7 +130,9 @@ def build_age_model(base_model: str, settings: AgeSettings, **config_overrides: 
         logger.warning(
             "\n%s\n!! %s has a config but NO WEIGHTS: building the architecture with RANDOM weights.\n"
             "!! Training from scratch needs far more data and epochs than fine-tuning.\n%s",
-            "!" * 78, base_model, "!" * 78,
+            "!" * 78,
+            base_model,
+            "!" * 78,
         )
         config = AutoConfig.from_pretrained(base_model, **kwargs)
         model = AutoModelForImageClassification.from_config(config)
@@ -192,7 +201,9 @@ def configure_processor(processor: BaseImageProcessor, image_size: int) -> BaseI
     same way in training and serving, so the framing still matches.
     """
     size = getattr(processor, "size", None)
-    if size is not None and (getattr(size, "shortest_edge", None) or (isinstance(size, dict) and "shortest_edge" in size)):
+    if size is not None and (
+        getattr(size, "shortest_edge", None) or (isinstance(size, dict) and "shortest_edge" in size)
+    ):
         processor.size = {"shortest_edge": image_size}
         if hasattr(processor, "crop_pct"):
             processor.crop_pct = 1.0
@@ -234,11 +245,15 @@ def calibrated_spread(age: np.ndarray, settings: AgeSettings) -> np.ndarray | No
     if not settings.calibration_mae:
         return None
     edges = np.asarray(settings.calibration_edges, dtype=float)
-    band = np.clip(np.searchsorted(edges, np.asarray(age, dtype=float), side="right") - 1, 0, len(settings.calibration_mae) - 1)
+    band = np.clip(
+        np.searchsorted(edges, np.asarray(age, dtype=float), side="right") - 1, 0, len(settings.calibration_mae) - 1
+    )
     return np.asarray(settings.calibration_mae, dtype=float)[band]
 
 
-def fit_calibration(predicted: np.ndarray, true: np.ndarray, band_width: float = 10.0, min_count: int = 10) -> tuple[list[float], list[float]]:
+def fit_calibration(
+    predicted: np.ndarray, true: np.ndarray, band_width: float = 10.0, min_count: int = 10
+) -> tuple[list[float], list[float]]:
     """Per predicted-age band, the MAE on held-out data; sparse bands borrow from their neighbours."""
     predicted = np.asarray(predicted, dtype=float)
     errors = np.abs(predicted - np.asarray(true, dtype=float))
@@ -257,8 +272,13 @@ def fit_calibration(predicted: np.ndarray, true: np.ndarray, band_width: float =
     return edges, maes
 
 
-def fit_spread_scale(errors: np.ndarray, spreads: np.ndarray, groups: Sequence[str] | None = None, target: float = 0.7,
-                     min_scale: float = 1.0) -> tuple[float, dict[str, float]]:
+def fit_spread_scale(
+    errors: np.ndarray,
+    spreads: np.ndarray,
+    groups: Sequence[str] | None = None,
+    target: float = 0.7,
+    min_scale: float = 1.0,
+) -> tuple[float, dict[str, float]]:
     """The smallest factor on the spread that puts ``target`` of the absolute errors within ±
     in every group (source) at once: a split-conformal quantile taken on the worst group.
 
@@ -282,7 +302,9 @@ def output_layer(model: torch.nn.Module, outputs: int) -> torch.nn.Linear:
     """The last linear layer with ``outputs`` outputs: the age head of any image classifier."""
     layers = [m for m in model.modules() if isinstance(m, torch.nn.Linear) and m.out_features == outputs]
     if not layers:
-        raise ValueError(f"{type(model).__name__} has no linear layer with {outputs} outputs to fold the age scale into.")
+        raise ValueError(
+            f"{type(model).__name__} has no linear layer with {outputs} outputs to fold the age scale into."
+        )
     return layers[-1]
 
 
@@ -317,8 +339,10 @@ def fold_into_head(model: PreTrainedModel, settings: AgeSettings) -> AgeSettings
     return settings
 
 
-def load_age_model(path_or_repo_id: str, device: str | torch.device = "cpu",
-                   ) -> tuple[PreTrainedModel, BaseImageProcessor, AgeSettings]:
+def load_age_model(
+    path_or_repo_id: str,
+    device: str | torch.device = "cpu",
+) -> tuple[PreTrainedModel, BaseImageProcessor, AgeSettings]:
     """Load a fine-tuned age model, its image processor and its settings (local folder or Hub id).
 
     Raises ``OSError`` saying what to give when the folder or id holds no loadable model.

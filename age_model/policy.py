@@ -17,7 +17,9 @@ DEFAULT_THRESHOLD = 25.0
 THRESHOLD_RANGE = (16.0, 30.0)  # the thresholds the page offers and the API accepts
 
 
-def asks_for_id(age: float | np.ndarray, spread: float | np.ndarray, threshold: float = DEFAULT_THRESHOLD) -> bool | np.ndarray:
+def asks_for_id(
+    age: float | np.ndarray, spread: float | np.ndarray, threshold: float = DEFAULT_THRESHOLD
+) -> bool | np.ndarray:
     """True where ID should be asked for: ``age - spread < threshold`` (works on arrays too)."""
     return np.asarray(age) - np.asarray(spread) < threshold if np.ndim(age) else bool(age - spread < threshold)
 

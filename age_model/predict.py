@@ -1,8 +1,8 @@
 """Command line: estimate the age of every face in some photos.
 
-    python -m age_model.predict --model models/agecheck-default photo.jpg group.png
-    python -m age_model.predict --json *.jpg > ages.jsonl
-    python -m age_model.predict --bands --csv faces.csv photos/ store1.zip entrance.mp4   # faces per age band
+python -m age_model.predict --model models/agecheck-default photo.jpg group.png
+python -m age_model.predict --json *.jpg > ages.jsonl
+python -m age_model.predict --bands --csv faces.csv photos/ store1.zip entrance.mp4   # faces per age band
 """
 
 from __future__ import annotations
@@ -21,48 +21,91 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m age_model.predict",
         description="Estimate the age of every face in the given photos: face detection (YuNet), the crop "
-                    "the model was trained on, then the age model. Prints a table, or JSON lines with --json.",
+        "the model was trained on, then the age model. Prints a table, or JSON lines with --json.",
         epilog="Exit status: 0 if at least one photo could be read (a photo without a face counts as read), "
-               "1 if every photo failed, 2 if the model could not be loaded or the options are wrong. "
-               "Ages in the table are clipped to 0-100 for display; --json gives them unclipped.",
+        "1 if every photo failed, 2 if the model could not be loaded or the options are wrong. "
+        "Ages in the table are clipped to 0-100 for display; --json gives them unclipped.",
     )
-    parser.add_argument("photos", nargs="+", metavar="PHOTO",
-                        help="image files (JPEG, PNG, WebP, GIF, BMP, TIFF); with --bands also folders, zips of "
-                             "photos and videos (MP4, MOV, AVI, MKV, WebM)")
-    parser.add_argument("--model", default=None,
-                        help="model folder written by train.py or a Hugging Face Hub id "
-                             "(default: $AGE_MODEL, else the shipped agecheck-default)")
+    parser.add_argument(
+        "photos",
+        nargs="+",
+        metavar="PHOTO",
+        help="image files (JPEG, PNG, WebP, GIF, BMP, TIFF); with --bands also folders, zips of "
+        "photos and videos (MP4, MOV, AVI, MKV, WebM)",
+    )
+    parser.add_argument(
+        "--model",
+        default=None,
+        help="model folder written by train.py or a Hugging Face Hub id "
+        "(default: $AGE_MODEL, else the shipped agecheck-default)",
+    )
     parser.add_argument("--json", action="store_true", help="print one JSON object per photo and line")
-    parser.add_argument("--tta", action=argparse.BooleanOptionalAction, default=True,
-                        help="average each face with its mirror image (slower, a little more accurate; default on)")
-    parser.add_argument("--face-score", type=float, default=None, metavar="SCORE",
-                        help="lowest face detection score kept, 0-1 (default 0.7; lower finds more, partly hidden "
-                             "faces). Not the ID-check age: that is the app's --threshold")
-    parser.add_argument("--threshold", dest="face_score", type=float, help=argparse.SUPPRESS)  # old name of --face-score
-    parser.add_argument("--backend", choices=("auto", "onnxruntime", "torch"), default="auto",
-                        help="what runs the model: auto (ONNX Runtime when the folder has an up-to-date model.onnx, "
-                             "else torch), onnxruntime or torch")
+    parser.add_argument(
+        "--tta",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="average each face with its mirror image (slower, a little more accurate; default on)",
+    )
+    parser.add_argument(
+        "--face-score",
+        type=float,
+        default=None,
+        metavar="SCORE",
+        help="lowest face detection score kept, 0-1 (default 0.7; lower finds more, partly hidden "
+        "faces). Not the ID-check age: that is the app's --threshold",
+    )
+    parser.add_argument(
+        "--threshold", dest="face_score", type=float, help=argparse.SUPPRESS
+    )  # old name of --face-score
+    parser.add_argument(
+        "--backend",
+        choices=("auto", "onnxruntime", "torch"),
+        default="auto",
+        help="what runs the model: auto (ONNX Runtime when the folder has an up-to-date model.onnx, "
+        "else torch), onnxruntime or torch",
+    )
     parser.add_argument("--batch-size", type=int, default=32, help="faces per forward pass (default 32)")
     parser.add_argument("--device", default=None, help="torch device, e.g. cpu or cuda (default: cuda if available)")
-    parser.add_argument("--threads", type=int, default=None,
-                        help="CPU threads for torch and OpenCV (default: the libraries' own; 1 was 10x faster "
-                             "than 2 on a busy 2-core machine)")
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=None,
+        help="CPU threads for torch and OpenCV (default: the libraries' own; 1 was 10x faster "
+        "than 2 on a busy 2-core machine)",
+    )
     groups = parser.add_argument_group(
         "shoppers by age group (--bands)",
         "Count faces per age band over photos, folders, zips and videos: one row per face (file, or video and time; "
         "box, age, spread, band), then a count and share per band. A face whose age ± spread crosses a band edge "
         "is counted as 'uncertain', in no band. Nothing but the rows is kept. Bad inputs are reported on stderr "
-        "and the rest is still counted.")
+        "and the rest is still counted.",
+    )
     groups.add_argument("--bands", action="store_true", help="count faces per age band instead of listing photos")
-    groups.add_argument("--band-edges", default="18,25,35,45,55,65", metavar="EDGES",
-                        help="lower edges of the bands after the first, or the bands themselves "
-                             "(default 18,25,35,45,55,65: 0-17, 18-24, 25-34, 35-44, 45-54, 55-64, 65+)")
-    groups.add_argument("--csv", metavar="OUT.csv", help="write the face rows to this CSV (then stdout has the summary only)")
+    groups.add_argument(
+        "--band-edges",
+        default="18,25,35,45,55,65",
+        metavar="EDGES",
+        help="lower edges of the bands after the first, or the bands themselves "
+        "(default 18,25,35,45,55,65: 0-17, 18-24, 25-34, 35-44, 45-54, 55-64, 65+)",
+    )
+    groups.add_argument(
+        "--csv", metavar="OUT.csv", help="write the face rows to this CSV (then stdout has the summary only)"
+    )
     groups.add_argument("--summary-csv", metavar="OUT.csv", help="write the summary per band to this CSV")
-    groups.add_argument("--every", type=float, default=1.0, metavar="SECONDS",
-                        help="videos: read one frame every SECONDS (default 1); a face in neighbouring frames counts once")
-    groups.add_argument("--num-proc", type=int, default=1, metavar="N",
-                        help="score photo files in N processes with datasets.Dataset.map (default 1: this process)")
+    groups.add_argument(
+        "--every",
+        type=float,
+        default=1.0,
+        metavar="SECONDS",
+        help="videos: read one frame every SECONDS (default 1); a face in neighbouring frames counts once",
+    )
+    groups.add_argument(
+        "--num-proc",
+        type=int,
+        default=1,
+        metavar="N",
+        help="score photo files in N processes with datasets.Dataset.map (default 1: this process)",
+    )
     return parser
 
 
@@ -70,8 +113,15 @@ def load_predictor(args: argparse.Namespace):  # -> AgePredictor; imported lazil
     """The predictor the options ask for (``age_model.predictor.load_predictor`` raises ModelLoadError)."""
     from age_model.predictor import load_predictor as load
 
-    return load(args.model, tta=args.tta, batch_size=args.batch_size, device=args.device,
-                score_threshold=args.face_score, backend=args.backend, threads=args.threads)
+    return load(
+        args.model,
+        tta=args.tta,
+        batch_size=args.batch_size,
+        device=args.device,
+        score_threshold=args.face_score,
+        backend=args.backend,
+        threads=args.threads,
+    )
 
 
 def print_table(files: Sequence[str], results: Sequence, out: TextIO) -> None:
@@ -99,8 +149,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     if not args.bands:
-        given = [flag for flag, value in (("--csv", args.csv), ("--summary-csv", args.summary_csv),
-                                          ("--num-proc", args.num_proc != 1), ("--every", args.every != 1.0)) if value]
+        given = [
+            flag
+            for flag, value in (
+                ("--csv", args.csv),
+                ("--summary-csv", args.summary_csv),
+                ("--num-proc", args.num_proc != 1),
+                ("--every", args.every != 1.0),
+            )
+            if value
+        ]
         if given:
             print(f"error: {', '.join(given)} only go with --bands", file=sys.stderr)
             return EXIT_USAGE

@@ -36,9 +36,7 @@ logger = logging.getLogger(__name__)
 # calibration, no TTA): between the 6.5 and 13.3 years MAE measured on raw photos (DESIGN.md).
 UNCALIBRATED_SPREAD = 10.0
 MAD_PER_SIGMA = math.sqrt(2.0 / math.pi)  # mean absolute deviation of a normal distribution per unit sigma
-NO_FACE_MESSAGE = (
-    f"No face found: use a photo where the face is visible, frontal and at least {MIN_FACE_PX} px wide."
-)
+NO_FACE_MESSAGE = f"No face found: use a photo where the face is visible, frontal and at least {MIN_FACE_PX} px wide."
 
 
 @dataclass
@@ -69,8 +67,9 @@ class PhotoResult:
         return asdict(self)
 
 
-def combine_spread(age: np.ndarray, head_sigma: np.ndarray | None, tta_gap: np.ndarray | None,
-                   settings: AgeSettings) -> np.ndarray:
+def combine_spread(
+    age: np.ndarray, head_sigma: np.ndarray | None, tta_gap: np.ndarray | None, settings: AgeSettings
+) -> np.ndarray:
     """Expected absolute error (years) per face from every uncertainty the checkpoint offers.
 
     The model part is the larger of the head's own spread (sigma converted to a mean absolute
@@ -80,19 +79,23 @@ def combine_spread(age: np.ndarray, head_sigma: np.ndarray | None, tta_gap: np.n
     is unsure about. Last, the checkpoint's ``spread_scale`` (fitted across sources) widens it.
     """
     age = np.asarray(age, dtype=float)
-    parts = [p for p in (
-        None if head_sigma is None else np.asarray(head_sigma, dtype=float) * MAD_PER_SIGMA,
-        calibrated_spread(age, settings),
-    ) if p is not None]
+    parts = [
+        p
+        for p in (
+            None if head_sigma is None else np.asarray(head_sigma, dtype=float) * MAD_PER_SIGMA,
+            calibrated_spread(age, settings),
+        )
+        if p is not None
+    ]
     model_part = np.maximum.reduce(parts) if parts else np.full(age.shape, UNCALIBRATED_SPREAD)
     if tta_gap is not None:
-        model_part = np.sqrt(model_part ** 2 + np.asarray(tta_gap, dtype=float) ** 2)
+        model_part = np.sqrt(model_part**2 + np.asarray(tta_gap, dtype=float) ** 2)
     return np.maximum(model_part * float(settings.spread_scale or 1.0), 1e-3)
 
 
 def _chunks(items: Sequence[Any], size: int) -> Iterator[Sequence[Any]]:
     for start in range(0, len(items), size):
-        yield items[start:start + size]
+        yield items[start : start + size]
 
 
 class TorchRunner:
@@ -152,8 +155,12 @@ def onnx_runner_for(model: str | Path) -> OnnxRunner | None:
         logger.warning("%s exists but onnxruntime is not installed: using torch (pip install onnxruntime).", path)
         return None
     if runner.session.get_modelmeta().custom_metadata_map.get(WEIGHTS_KEY) != weights_digest(model):
-        logger.warning("%s was exported from other weights than the folder holds now: using torch. "
-                       "Run `python -m age_model.export %s` to refresh it.", path, model)
+        logger.warning(
+            "%s was exported from other weights than the folder holds now: using torch. "
+            "Run `python -m age_model.export %s` to refresh it.",
+            path,
+            model,
+        )
         return None
     return runner
 
@@ -166,8 +173,15 @@ class AgePredictor:
     logits (tests/test_export.py checks it to 1e-4).
     """
 
-    def __init__(self, model: str | Path, device: str | None = None, tta: bool = True, batch_size: int = 32,
-                 score_threshold: float = DEFAULT_SCORE_THRESHOLD, backend: str = "auto") -> None:
+    def __init__(
+        self,
+        model: str | Path,
+        device: str | None = None,
+        tta: bool = True,
+        batch_size: int = 32,
+        score_threshold: float = DEFAULT_SCORE_THRESHOLD,
+        backend: str = "auto",
+    ) -> None:
         if backend not in ("auto", "torch", "onnxruntime"):
             raise ValueError(f"Unknown backend {backend!r}: choose auto, torch or onnxruntime.")
         self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
@@ -189,11 +203,15 @@ class AgePredictor:
     @property
     def spread_basis(self) -> str:
         """What the spreads rest on, e.g. ``"head+calibration+flip"``: shown beside them in the UI."""
-        parts = [name for name, present in (
-            ("head", self.settings.head in ("gaussian", "bins")),
-            ("calibration", bool(self.settings.calibration_mae)),
-            ("flip", self.tta),
-        ) if present]
+        parts = [
+            name
+            for name, present in (
+                ("head", self.settings.head in ("gaussian", "bins")),
+                ("calibration", bool(self.settings.calibration_mae)),
+                ("flip", self.tta),
+            )
+            if present
+        ]
         return "+".join(parts) if parts else "uncalibrated"
 
     # ------------------------------------------------------------------ crops
@@ -260,8 +278,8 @@ class AgePredictor:
             results.append(result)
             pending.extend((index, face, crop) for face, crop in found)
             while len(pending) >= self.batch_size:
-                self._estimate_pending(results, pending[:self.batch_size])
-                pending = pending[self.batch_size:]
+                self._estimate_pending(results, pending[: self.batch_size])
+                pending = pending[self.batch_size :]
         self._estimate_pending(results, pending)
         return results
 
@@ -272,8 +290,9 @@ class AgePredictor:
             faces, crops = self.find_faces(photo)
         except (ImageError, cv2.error) as error:
             return PhotoResult(error=str(error), seconds=time.perf_counter() - start), []
-        result = PhotoResult(size=photo.size, message=None if faces else NO_FACE_MESSAGE,
-                             seconds=time.perf_counter() - start)
+        result = PhotoResult(
+            size=photo.size, message=None if faces else NO_FACE_MESSAGE, seconds=time.perf_counter() - start
+        )
         return result, list(zip(faces, crops))
 
     def _estimate_pending(self, results: list[PhotoResult], pending: list[tuple[int, Face, Image.Image]]) -> None:
@@ -285,8 +304,11 @@ class AgePredictor:
         share = (time.perf_counter() - start) / len(pending)
         for (index, face, _), age, spread in zip(pending, ages, spreads):
             result = results[index]
-            result.faces.append(FaceEstimate(box=_clip_box(face.box, result.size), age=float(age),
-                                             spread=float(spread), score=float(face.score)))
+            result.faces.append(
+                FaceEstimate(
+                    box=_clip_box(face.box, result.size), age=float(age), spread=float(spread), score=float(face.score)
+                )
+            )
             result.seconds += share
 
 
@@ -319,8 +341,16 @@ def use_threads(threads: int | None) -> None:
         cv2.setNumThreads(threads)
 
 
-def load_predictor(model: str | Path | None = None, *, tta: bool = True, batch_size: int = 32, device: str | None = None,
-                   score_threshold: float | None = None, backend: str = "auto", threads: int | None = None) -> AgePredictor:
+def load_predictor(
+    model: str | Path | None = None,
+    *,
+    tta: bool = True,
+    batch_size: int = 32,
+    device: str | None = None,
+    score_threshold: float | None = None,
+    backend: str = "auto",
+    threads: int | None = None,
+) -> AgePredictor:
     """An :class:`AgePredictor` for a model folder or Hub id (None: ``resources.default_model()``).
 
     The one way the CLI, the app and the benchmarks load a model by name. Raises :class:`ModelLoadError`
@@ -337,7 +367,13 @@ def load_predictor(model: str | Path | None = None, *, tta: bool = True, batch_s
         where = "as named" if explicit else "the default: $AGE_MODEL, else the shipped agecheck-default"
         raise ModelLoadError(f"no age model at {name} ({where})")
     try:
-        return AgePredictor(name, device=device, tta=tta, batch_size=batch_size, backend=backend,
-                            score_threshold=DEFAULT_SCORE_THRESHOLD if score_threshold is None else score_threshold)
+        return AgePredictor(
+            name,
+            device=device,
+            tta=tta,
+            batch_size=batch_size,
+            backend=backend,
+            score_threshold=DEFAULT_SCORE_THRESHOLD if score_threshold is None else score_threshold,
+        )
     except (OSError, ValueError) as error:
         raise ModelLoadError(f"could not load the age model {name}: {error}") from error

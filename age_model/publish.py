@@ -68,8 +68,13 @@ class ExportResult:
 
 
 def export_feedback(
-    store: FeedbackStore | str, out: str | Path, *, include_dataset_images: bool = False,
-    license: str = DEFAULT_LICENSE, overwrite: bool = False, real_names: bool = False,
+    store: FeedbackStore | str,
+    out: str | Path,
+    *,
+    include_dataset_images: bool = False,
+    license: str = DEFAULT_LICENSE,
+    overwrite: bool = False,
+    real_names: bool = False,
 ) -> ExportResult:
     """Write the export folder atomically (built beside ``out``, renamed into place at the end).
     Annotators appear under pseudonyms unless ``real_names``."""
@@ -95,8 +100,13 @@ def export_feedback(
             digest = hashlib.sha256()
             for name in (DATA_FILE, VOTES_FILE):
                 digest.update((tmp / name).read_bytes())
-            stats.update(num_rows=len(table), include_dataset_images=include_dataset_images, configs=CONFIGS,
-                         pseudonymous=not real_names, fingerprint=digest.hexdigest()[:16])
+            stats.update(
+                num_rows=len(table),
+                include_dataset_images=include_dataset_images,
+                configs=CONFIGS,
+                pseudonymous=not real_names,
+                fingerprint=digest.hexdigest()[:16],
+            )
             render_feedback_card(rename_annotators(stats, names) if names else stats).save(str(tmp / "README.md"))
             if out.exists():
                 shutil.rmtree(out)
@@ -111,7 +121,12 @@ def export_feedback(
 
 
 def push_export(
-    folder: str | Path, repo_id: str, *, private: bool = True, token: str | None = None, api: Any = None,
+    folder: str | Path,
+    repo_id: str,
+    *,
+    private: bool = True,
+    token: str | None = None,
+    api: Any = None,
 ) -> str:
     """Upload an export folder to a Hub dataset repo (private by default: face photos) through
     ``age_model.hub.push_feedback``: token lookup, staging without local-only files, one clear error."""

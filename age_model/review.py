@@ -42,11 +42,16 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from age_model.ages import AGE_RANGE
-from age_model.feedback import FeedbackError, FeedbackStore, Label, Status, UPLOAD_SOURCES, Vote, aggregate, agreement
+from age_model.feedback import UPLOAD_SOURCES, FeedbackError, FeedbackStore, Label, Status, Vote, aggregate, agreement
 from age_model.feedback.store import DEFAULT_CLAIM_TTL
 from age_model.feedback.validate import check_annotator
 from age_model.review_candidates import (  # noqa: F401  (Candidate and the builders are part of this API)
-    Candidate, dataset_candidates, group_candidates, prediction_arrays, row_ids, submission_candidate,
+    Candidate,
+    dataset_candidates,
+    group_candidates,
+    prediction_arrays,
+    row_ids,
+    submission_candidate,
 )
 
 if TYPE_CHECKING:
@@ -56,8 +61,13 @@ if TYPE_CHECKING:
 PredictFn = Callable[[list["PILImage.Image"]], Any]
 Predictions = PredictFn | Sequence[Any] | Mapping[str, Any] | None
 CONTESTED = (Status.NEEDS_ANOTHER_LOOK, Status.PENDING_SECOND_OPINION)
-STATUS_URGENCY = (Status.NEEDS_ANOTHER_LOOK, Status.PENDING_SECOND_OPINION, Status.UNVERIFIED, Status.UNREVIEWED,
-                  Status.SETTLED)
+STATUS_URGENCY = (
+    Status.NEEDS_ANOTHER_LOOK,
+    Status.PENDING_SECOND_OPINION,
+    Status.UNVERIFIED,
+    Status.UNREVIEWED,
+    Status.SETTLED,
+)
 UNSCORED_SUSPICION = 1.0  # rank of an item without a model score: about the median |z| of a fair model
 SYNC_OVERLAP = 64  # vote ids re-read below the newest seen: PostgreSQL may commit ids out of order
 CANDIDATES_PER_TRY = 8  # items tried per claim round before the order is read again
@@ -174,8 +184,14 @@ class ReviewQueue:
 
     @classmethod
     def for_dataset(
-        cls, store: FeedbackStore, dataset: datasets.Dataset, *, predictions: Predictions = None,
-        source: str | None = None, batch_size: int = 32, **kwargs: Any,
+        cls,
+        store: FeedbackStore,
+        dataset: datasets.Dataset,
+        *,
+        predictions: Predictions = None,
+        source: str | None = None,
+        batch_size: int = 32,
+        **kwargs: Any,
     ) -> ReviewQueue:
         """A queue over a data set split; ``source`` names the data set (default: the rows'
         ``source`` column), and is what the store records for its samples and votes."""
@@ -196,20 +212,36 @@ class ReviewQueue:
 
     @classmethod
     def for_submissions(
-        cls, store: FeedbackStore, *, predictions: Mapping[str, Any] | None = None,
-        sources: Iterable[str] = UPLOAD_SOURCES, **kwargs: Any,
+        cls,
+        store: FeedbackStore,
+        *,
+        predictions: Mapping[str, Any] | None = None,
+        sources: Iterable[str] = UPLOAD_SOURCES,
+        **kwargs: Any,
     ) -> ReviewQueue:
         """A queue over the stakeholders' uploads and the public page's reports in the store; new
         ones join as they arrive. ``predictions`` maps sample ids to ``(age, spread)``; without it
         each upload's recorded model estimate is used."""
         wanted = frozenset(sources)
         initial = [submission_candidate(s, predictions) for s in store.samples(sources=sorted(wanted))]
-        return cls(store, initial, accept=lambda sample: sample.source in wanted, predictions=predictions,
-                   kind="submissions", **kwargs)
+        return cls(
+            store,
+            initial,
+            accept=lambda sample: sample.source in wanted,
+            predictions=predictions,
+            kind="submissions",
+            **kwargs,
+        )
 
     @classmethod
-    def for_groups(cls, store: FeedbackStore, groups: Iterable[Mapping[str, Any]], *,
-                   dataset: datasets.Dataset | None = None, **kwargs: Any) -> ReviewQueue:
+    def for_groups(
+        cls,
+        store: FeedbackStore,
+        groups: Iterable[Mapping[str, Any]],
+        *,
+        dataset: datasets.Dataset | None = None,
+        **kwargs: Any,
+    ) -> ReviewQueue:
         """A queue of conflicting near-duplicate groups (``age_model.data.conflicting_groups``) of
         ``dataset``: one decision labels every member, so the group is settled at once."""
         index_of = {} if dataset is None else {i: k for k, i in enumerate(row_ids(dataset))}
@@ -249,8 +281,10 @@ class ReviewQueue:
         the same age, so a member's label is the same votes against its own original label)."""
         if not cand.members:
             return aggregate(cand.sample_id, votes, original_label=cand.original_label, rules=self.store.rules)
-        labels = [aggregate(cand.sample_id, votes, original_label=original, rules=self.store.rules)
-                  for original in dict.fromkeys(cand.member_labels)]
+        labels = [
+            aggregate(cand.sample_id, votes, original_label=original, rules=self.store.rules)
+            for original in dict.fromkeys(cand.member_labels)
+        ]
         return min(labels, key=lambda label: STATUS_URGENCY.index(label.status))
 
     # -- bookkeeping ---------------------------------------------------------------------------
@@ -292,7 +326,13 @@ class ReviewQueue:
             return
         score = self._score(entry)
         rank = UNSCORED_SUSPICION if score is None else score
-        entry.key = (0 if entry.label.status in CONTESTED else 1, -rank, self._prior(entry), entry.pos, entry.cand.sample_id)
+        entry.key = (
+            0 if entry.label.status in CONTESTED else 1,
+            -rank,
+            self._prior(entry),
+            entry.pos,
+            entry.cand.sample_id,
+        )
         if insert:
             bisect.insort(self._order, entry.key)
 
@@ -316,7 +356,9 @@ class ReviewQueue:
             new = [v for v in rows if v.id not in self._applied]
             if not new:
                 return 0
-            unknown = {v.sample_id for v in new if v.sample_id not in self._entries and v.sample_id not in self._member_of}
+            unknown = {
+                v.sample_id for v in new if v.sample_id not in self._entries and v.sample_id not in self._member_of
+            }
             if unknown and self._accept is not None:
                 samples = [s for s in self.store.samples(sorted(unknown)) if self._accept(s)]
                 self._add_candidates([submission_candidate(s, self._predictions) for s in samples], {})
@@ -342,7 +384,9 @@ class ReviewQueue:
                 entry = self._entries.get(sample_id)
                 if entry is None or age is None:
                     continue
-                entry.cand = replace(entry.cand, model_age=float(age), model_spread=None if spread is None else float(spread))
+                entry.cand = replace(
+                    entry.cand, model_age=float(age), model_spread=None if spread is None else float(spread)
+                )
                 if bulk:
                     entry.key = None
                     self._place(entry, insert=False)
@@ -373,14 +417,32 @@ class ReviewQueue:
         return entry.cand
 
     def _item(self, entry: _Entry, claimed_until: datetime | None = None) -> ReviewItem:
-        reports = tuple((v.annotator, float(v.age)) for v in entry.votes  # type: ignore[arg-type]
-                        if v.kind == "vote" and v.annotator.startswith("public:")) if entry.cand.index is None else ()
+        reports = (
+            tuple(
+                (v.annotator, float(v.age))
+                for v in entry.votes  # type: ignore[arg-type]
+                if v.kind == "vote" and v.annotator.startswith("public:")
+            )
+            if entry.cand.index is None
+            else ()
+        )
         c = entry.cand
         return ReviewItem(
-            sample_id=c.sample_id, source=c.source, index=c.index, label=self._current_label(entry),
-            model_age=c.model_age, model_spread=c.model_spread, score=self._score(entry), status=entry.label.status,
-            num_votes=entry.label.num_votes, claimed_until=claimed_until, original_name=c.original_name,
-            members=c.members, member_labels=c.member_labels, reports=reports)
+            sample_id=c.sample_id,
+            source=c.source,
+            index=c.index,
+            label=self._current_label(entry),
+            model_age=c.model_age,
+            model_spread=c.model_spread,
+            score=self._score(entry),
+            status=entry.label.status,
+            num_votes=entry.label.num_votes,
+            claimed_until=claimed_until,
+            original_name=c.original_name,
+            members=c.members,
+            member_labels=c.member_labels,
+            reports=reports,
+        )
 
     def item(self, sample_id: str) -> ReviewItem:
         """The item's current view (after applying new votes)."""
@@ -410,8 +472,9 @@ class ReviewQueue:
                 out.append(self._item(entry, holder[1] if holder and holder[0] == name else None))
             return out
 
-    def _eligible(self, name: str, claims: Mapping[str, tuple[str, datetime]], skipped: set[str],
-                  limit: int, exclude: set[str]) -> list[str]:
+    def _eligible(
+        self, name: str, claims: Mapping[str, tuple[str, datetime]], skipped: set[str], limit: int, exclude: set[str]
+    ) -> list[str]:
         """The first ``limit`` open items this annotator may take, from the front of the order."""
         out = []
         for key in self._order:
@@ -461,8 +524,14 @@ class ReviewQueue:
     def _held(self, name: str, claims: Mapping[str, tuple[str, datetime]]) -> list[str]:
         """This annotator's live claims on open items of this queue they have not voted on."""
         with self._lock:
-            return [sid for sid, (who, _) in claims.items() if who == name and sid in self._entries
-                    and self._entries[sid].label.status != Status.SETTLED and name not in self._entries[sid].label.annotators]
+            return [
+                sid
+                for sid, (who, _) in claims.items()
+                if who == name
+                and sid in self._entries
+                and self._entries[sid].label.status != Status.SETTLED
+                and name not in self._entries[sid].label.annotators
+            ]
 
     def set_aside(self, items: Iterable[ReviewItem | str], annotator: str) -> None:
         """Grid cards marked wrong: kept claimed by this annotator, left out of their next grids and
@@ -487,12 +556,15 @@ class ReviewQueue:
             if entry is None:
                 self.candidate(sample_id)
             if name in entry.label.annotators:
-                raise AlreadyVotedError("You have already voted on this item. Undo (U) takes your last vote back; "
-                                        "Next (N) moves on.")
+                raise AlreadyVotedError(
+                    "You have already voted on this item. Undo (U) takes your last vote back; Next (N) moves on."
+                )
         if not self.store.claim(sample_id, name, ttl=self.claim_ttl):
             holder = self.store.claim_holder(sample_id)
-            raise HeldByOtherError(f"{holder[0] if holder else 'Someone'} is reviewing this item right now: "
-                                   "press Next (N) for another one.")
+            raise HeldByOtherError(
+                f"{holder[0] if holder else 'Someone'} is reviewing this item right now: "
+                "press Next (N) for another one."
+            )
         self._skipped[name].discard(sample_id)
         return self._claimed(sample_id, name)
 
@@ -528,21 +600,34 @@ class ReviewQueue:
             if entry is None:
                 self.candidate(sample_id)
             if name in entry.label.annotators:
-                raise AlreadyVotedError("You have already voted on this item. Undo (U) takes your last vote back; "
-                                        "Next (N) moves on.")
+                raise AlreadyVotedError(
+                    "You have already voted on this item. Undo (U) takes your last vote back; Next (N) moves on."
+                )
             if confirm:
                 age = self._current_label(entry)
                 if age is None:
-                    raise NothingToConfirmError("This item has no label to confirm: type the age you see and press "
-                                                "Correct (Enter).")
+                    raise NothingToConfirmError(
+                        "This item has no label to confirm: type the age you see and press Correct (Enter)."
+                    )
             elif age is None or age == "":
-                raise ReviewError(f"Type the age you see ({AGE_RANGE[0]:g}-{AGE_RANGE[1]:g} years), then press Correct or Enter.")
+                raise ReviewError(
+                    f"Type the age you see ({AGE_RANGE[0]:g}-{AGE_RANGE[1]:g} years), then press Correct or Enter."
+                )
             return entry, age
 
     def _vote_records(self, entry: _Entry, age: Any, name: str, note: str | None) -> list[dict[str, Any]]:
         c = entry.cand
-        return [dict(sample_id=sid, age=age, annotator=name, model_age=c.model_age if sid == c.sample_id else None,
-                     model_version=self.model_version, note=note) for sid in c.sample_ids]
+        return [
+            dict(
+                sample_id=sid,
+                age=age,
+                annotator=name,
+                model_age=c.model_age if sid == c.sample_id else None,
+                model_version=self.model_version,
+                note=note,
+            )
+            for sid in c.sample_ids
+        ]
 
     def _register(self, entries: Iterable[_Entry]) -> None:
         """Data set samples join the store on their first vote (known by id, no bytes kept)."""
@@ -565,8 +650,14 @@ class ReviewQueue:
             raise HeldByOtherError(f"{holder[0]} is reviewing this item right now: press Next (N) for another one.")
 
     def submit(
-        self, item: ReviewItem | str, age: Any = None, annotator: str = "", *, confirm: bool = False,
-        note: str | None = None, consent: bool | None = None,
+        self,
+        item: ReviewItem | str,
+        age: Any = None,
+        annotator: str = "",
+        *,
+        confirm: bool = False,
+        note: str | None = None,
+        consent: bool | None = None,
     ) -> Vote:
         """Record a vote on an item (for a group: the same age on every member, in one commit).
 
@@ -668,8 +759,13 @@ class ReviewQueue:
             statuses = {k: v for k, v in self._status_counts.items() if v}
             done = statuses.get(str(Status.SETTLED), 0)
             per = {k: v for k, v in sorted(self._per_annotator.items()) if v}
-            return Progress(total=len(self._entries), done=done, left=len(self._entries) - done,
-                            by_status=statuses, per_annotator=per)
+            return Progress(
+                total=len(self._entries),
+                done=done,
+                left=len(self._entries) - done,
+                by_status=statuses,
+                per_annotator=per,
+            )
 
     def votes_by_item(self) -> dict[str, list[Vote]]:
         """Every item's vote rows (from memory)."""

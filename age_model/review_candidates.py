@@ -58,8 +58,12 @@ def estimate_pair(value: Any) -> tuple[float | None, float | None]:
 
 
 def _is_column(value: Any, n: int) -> bool:
-    return hasattr(value, "__len__") and not isinstance(value, (str, bytes)) and len(value) == n and (
-        n == 0 or not hasattr(value[0], "__len__"))
+    return (
+        hasattr(value, "__len__")
+        and not isinstance(value, (str, bytes))
+        and len(value) == n
+        and (n == 0 or not hasattr(value[0], "__len__"))
+    )
 
 
 def prediction_arrays(predictions: Any, n: int) -> tuple[list[float | None], list[float | None]]:
@@ -113,8 +117,10 @@ def dataset_candidates(dataset: datasets.Dataset, source: str | None = None) -> 
     labels = [None if a is None else float(a) for a in table["age"]] if "age" in table else [None] * n
     sources = [source] * n if source else [str(s) for s in table["source"]]  # an explicit name wins
     names = [None if x is None else str(x) for x in table[name_col]] if name_col else [None] * n
-    return [Candidate(sample_id=ids[i], source=sources[i], index=i, original_label=labels[i], original_name=names[i])
-            for i in range(n)]
+    return [
+        Candidate(sample_id=ids[i], source=sources[i], index=i, original_label=labels[i], original_name=names[i])
+        for i in range(n)
+    ]
 
 
 def submission_candidate(sample: Any, predictions: Mapping[str, Any] | None) -> Candidate:
@@ -125,8 +131,14 @@ def submission_candidate(sample: Any, predictions: Mapping[str, Any] | None) -> 
             age, spread = estimate_pair(predictions.get(sample.sample_id))
         except Exception:  # an unreadable stored image: unscored
             age, spread = None, None
-    return Candidate(sample_id=sample.sample_id, source=sample.source, original_label=sample.original_label,
-                     original_name=sample.original_name, model_age=age, model_spread=spread)
+    return Candidate(
+        sample_id=sample.sample_id,
+        source=sample.source,
+        original_label=sample.original_label,
+        original_name=sample.original_name,
+        model_age=age,
+        model_spread=spread,
+    )
 
 
 def group_candidates(groups: Iterable[Mapping[str, Any]], index_of: Mapping[str, int] | None = None) -> list[Candidate]:
@@ -139,7 +151,17 @@ def group_candidates(groups: Iterable[Mapping[str, Any]], index_of: Mapping[str,
         ages = tuple(None if a is None else float(a) for a in group["ages"])
         names = tuple(None if f is None else str(f) for f in group["files"])
         indexes = tuple((index_of or {}).get(m) for m in ids)
-        out.append(Candidate(sample_id=ids[0], source=str(group["sources"][0] or "data set"), index=indexes[0],
-                             original_label=None, original_name=f"conflict group {group['group']}", members=ids,
-                             member_labels=ages, member_indexes=indexes, member_names=names))
+        out.append(
+            Candidate(
+                sample_id=ids[0],
+                source=str(group["sources"][0] or "data set"),
+                index=indexes[0],
+                original_label=None,
+                original_name=f"conflict group {group['group']}",
+                members=ids,
+                member_labels=ages,
+                member_indexes=indexes,
+                member_names=names,
+            )
+        )
     return out

@@ -96,11 +96,23 @@ class ScoreCache:
             return cls._open[path]
 
     def add(self, rows: list[tuple[str, float | None, float | None]]) -> None:
-        lines = "".join(json.dumps({"id": i, "age": None if a is None else round(float(a), 3),
-                                    "spread": None if s is None else round(float(s), 3)}) + "\n" for i, a, s in rows)
+        lines = "".join(
+            json.dumps(
+                {
+                    "id": i,
+                    "age": None if a is None else round(float(a), 3),
+                    "spread": None if s is None else round(float(s), 3),
+                }
+            )
+            + "\n"
+            for i, a, s in rows
+        )
         with self.lock:
             for sample_id, age, spread in rows:
-                self.scores[sample_id] = (None if age is None else float(age), None if spread is None else float(spread))
+                self.scores[sample_id] = (
+                    None if age is None else float(age),
+                    None if spread is None else float(spread),
+                )
             try:
                 self.path.parent.mkdir(parents=True, exist_ok=True)
                 with self.path.open("a", encoding="utf-8") as handle:
@@ -113,7 +125,9 @@ class SubmissionScores(Mapping):
     """``{sample_id: (age, spread)}`` for the submissions queue; a missing score is computed from the
     stored face crop on first look and cached (uploads arrive while the app runs)."""
 
-    def __init__(self, store: FeedbackStore, predictor: AgePredictor, cache: ScoreCache, compute_missing: bool = True) -> None:
+    def __init__(
+        self, store: FeedbackStore, predictor: AgePredictor, cache: ScoreCache, compute_missing: bool = True
+    ) -> None:
         """``compute_missing=False`` while a queue starts: uploads without a cached score then rank by the
         model estimate recorded with their vote, so a start never waits for a model run per upload."""
         self.store, self.predictor, self.cache = store, predictor, cache
@@ -152,8 +166,17 @@ class DatasetReview:
     """The ``--review`` data set: ``queue`` opens once ids and labels are read, ``groups`` (the
     conflicting near-duplicates) once they are found; the model scores the rest meanwhile."""
 
-    def __init__(self, path: str, store: FeedbackStore, predictor: AgePredictor, cache_dir: Path, model: str, model_version: str,
-                 claim_ttl: float = CLAIM_TTL, find_conflicts: bool = True) -> None:
+    def __init__(
+        self,
+        path: str,
+        store: FeedbackStore,
+        predictor: AgePredictor,
+        cache_dir: Path,
+        model: str,
+        model_version: str,
+        claim_ttl: float = CLAIM_TTL,
+        find_conflicts: bool = True,
+    ) -> None:
         self.path, self.store, self.predictor = path, store, predictor
         self.cache_dir, self.model, self.model_version, self.claim_ttl = cache_dir, model, model_version, claim_ttl
         self.find_conflicts = find_conflicts
@@ -225,8 +248,9 @@ class DatasetReview:
         self.phase = "loading"
         # Near-duplicates are looked for after the queue opens (_conflicts); every copy is kept. Images are
         # not decoded here (0.5-1 s at UTKFace's size): the scorer and the page cope with an unreadable one.
-        splits, report = load_age_dataset(self.path, LoadOptions(find_duplicates=False, cross_split_duplicates="keep",
-                                                                 verify_images=False))
+        splits, report = load_age_dataset(
+            self.path, LoadOptions(find_duplicates=False, cross_split_duplicates="keep", verify_images=False)
+        )
         self.dataset = datasets.concatenate_datasets([splits[name] for name in splits])
         self.faces = report.faces
         source = None if "source" in self.dataset.column_names else self.name
@@ -235,24 +259,34 @@ class DatasetReview:
         self.total = len(candidates)
         self.distinct = len(set(self._ids))  # byte-identical copies are one sample (UTKFace has ~100)
         self.timings["loaded_s"] = time.monotonic() - self._started
-        self.queue = ReviewQueue(self.store, candidates, dataset=self.dataset, claim_ttl=self.claim_ttl,
-                                 model_version=self.model_version)
+        self.queue = ReviewQueue(
+            self.store, candidates, dataset=self.dataset, claim_ttl=self.claim_ttl, model_version=self.model_version
+        )
         if self.predictor is not None:
-            self.cache = ScoreCache.at(self.cache_dir / f"{model_key(self.model, self.model_version)}-{self.faces}.jsonl")
+            self.cache = ScoreCache.at(
+                self.cache_dir / f"{model_key(self.model, self.model_version)}-{self.faces}.jsonl"
+            )
             known = {i: self.cache.scores[i] for i in self._ids if i in self.cache.scores}
             self.cached = self.scored = len(known)
             self.queue.set_scores(known)
         self.timings["ready_s"] = time.monotonic() - self._started
-        logger.info("review data set %s: %d faces (%s), %d scores cached, queue open after %.1f s",
-                    self.path, self.total, self.faces, self.cached, self.timings["ready_s"])
+        logger.info(
+            "review data set %s: %d faces (%s), %d scores cached, queue open after %.1f s",
+            self.path,
+            self.total,
+            self.faces,
+            self.cached,
+            self.timings["ready_s"],
+        )
 
     def _conflicts(self) -> None:
         from age_model.data import conflicting_groups
 
         self.phase = "conflicts"
         groups = conflicting_groups(self.dataset)
-        groups_queue = ReviewQueue.for_groups(self.store, groups, dataset=self.dataset, claim_ttl=self.claim_ttl,
-                                              model_version=self.model_version)
+        groups_queue = ReviewQueue.for_groups(
+            self.store, groups, dataset=self.dataset, claim_ttl=self.claim_ttl, model_version=self.model_version
+        )
         if self.cache is not None:
             groups_queue.set_scores({i: self.cache.scores[i] for i in self._ids if i in self.cache.scores})
         self.groups = groups_queue
@@ -273,7 +307,7 @@ class DatasetReview:
         for offset in range(0, len(todo), SCORE_BATCH):
             if self._stop.is_set():
                 return
-            rows = self._score_rows(todo[offset:offset + SCORE_BATCH])
+            rows = self._score_rows(todo[offset : offset + SCORE_BATCH])
             self.cache.add(rows)
             scores = {sample_id: (age, spread) for sample_id, age, spread in rows}
             for queue in (self.queue, self.groups):
@@ -317,17 +351,24 @@ class DatasetReview:
 
     def status(self) -> str:
         """One line for the page: what is loaded and how far scoring got."""
-        faces = f"{self.total:,} faces" + (f" ({self.distinct:,} distinct images)" if self.distinct != self.total else "")
+        faces = f"{self.total:,} faces" + (
+            f" ({self.distinct:,} distinct images)" if self.distinct != self.total else ""
+        )
         if self.phase in ("waiting", "loading"):
             return f"Loading data set `{self.name}`…"
         if self.phase == "failed":
             return f"Data set `{self.path}` could not be loaded: {self.error}"
-        groups = "" if self.groups is None else \
-            f", {len(self.groups):,} conflicting duplicate group{'s' * (len(self.groups) != 1)}"
+        groups = (
+            ""
+            if self.groups is None
+            else f", {len(self.groups):,} conflicting duplicate group{'s' * (len(self.groups) != 1)}"
+        )
         if self.phase == "conflicts":
             return f"`{self.name}`: {faces}; looking for conflicting duplicates…"
         if self.phase == "unscored":
-            return f"`{self.name}`: {faces}{groups}, no model loaded: items come by how near their label is to 18 or 25."
+            return (
+                f"`{self.name}`: {faces}{groups}, no model loaded: items come by how near their label is to 18 or 25."
+            )
         if self.scored < self.total:
             rate = ""
             done = self.scored - self.cached
@@ -335,6 +376,8 @@ class DatasetReview:
             if done > 0 and elapsed > 1:
                 left_s = (self.total - self.scored) / (done / elapsed)
                 rate = f", about {left_s / 60:.0f} min left" if left_s >= 90 else f", about {left_s:.0f} s left"
-            return (f"`{self.name}`: {faces}{groups}, model scores for {self.scored:,} so far{rate}; "
-                    "unscored items come between the suspicious and the likely right ones.")
+            return (
+                f"`{self.name}`: {faces}{groups}, model scores for {self.scored:,} so far{rate}; "
+                "unscored items come between the suspicious and the likely right ones."
+            )
         return f"`{self.name}`: {faces}{groups}, all scored by the model."

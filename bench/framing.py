@@ -40,7 +40,11 @@ def mean_iou(images: list[Image.Image], settings: AgeSettings, seed: int = 0) ->
     scores = []
     for image in images:
         photo, box = frame_chip(image, rng)
-        faces = [f for f in detect_faces(photo) if box[0] <= (f.box[0] + f.box[2]) / 2 <= box[2] and box[1] <= (f.box[1] + f.box[3]) / 2 <= box[3]]
+        faces = [
+            f
+            for f in detect_faces(photo)
+            if box[0] <= (f.box[0] + f.box[2]) / 2 <= box[2] and box[1] <= (f.box[1] + f.box[3]) / 2 <= box[3]
+        ]
         if faces:
             scores.append(quad_iou(crop_quad(faces[0], crop), box))
     return (float(np.mean(scores)) if scores else float("nan")), len(scores)
@@ -71,7 +75,10 @@ def main(argv: list[str] | None = None) -> int:
                 recut.append(crop_face(image, faces[0], settings.crop))
         iou, found = mean_iou(recut, settings)
         raw, raw_found = mean_iou(stored, settings)
-        print(f"| {Path(source).name} | re-cut by the detector ({len(recut)}/{len(stored)}) | {iou:.3f} | {found}/{len(recut)} | {raw:.3f} |")
+        print(
+            f"| {Path(source).name} | re-cut by the detector ({len(recut)}/{len(stored)}) | {iou:.3f} | "
+            f"{found}/{len(recut)} | {raw:.3f} |"
+        )
     print(f"\n`{' '.join(sys.argv)}`, {time.monotonic() - started:.0f} s; crop: {settings.crop}")
     return 0
 

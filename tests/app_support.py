@@ -29,8 +29,14 @@ EXAMPLE_PHOTO = REPO_ROOT / "examples" / "astronaut-eileen-collins.jpg"
 CAT_PHOTO = REPO_ROOT / "examples" / "cat-no-face.jpg"
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = [
-    "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-    "--disable-background-networking", "--disable-component-update", "--disable-sync",
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
 ]
 
 
@@ -50,8 +56,14 @@ def serve_app(model: str | Path, store: str, **options: object) -> Iterator[str]
         yield url
 
 
-def write_y4m(photo: str | Path, dest: str | Path, size: tuple[int, int] = (640, 480), frames: int = 2,
-              align: str = "center", drift: int = 0) -> Path:
+def write_y4m(
+    photo: str | Path,
+    dest: str | Path,
+    size: tuple[int, int] = (640, 480),
+    frames: int = 2,
+    align: str = "center",
+    drift: int = 0,
+) -> Path:
     """A fake-camera video for Chromium (--use-file-for-fake-video-capture): the photo fitted into
     `size` (on the left with align="left", which makes a mirrored frame easy to spot), as raw
     YUV 4:2:0 frames behind a YUV4MPEG2 header (full-range BT.601, as Pillow's YCbCr). With
@@ -67,7 +79,12 @@ def write_y4m(photo: str | Path, dest: str | Path, size: tuple[int, int] = (640,
         canvas = Image.new("RGB", size, (128, 128, 128))
         canvas.paste(image, (left + number * drift, (height - image.height) // 2))
         y, cb, cr = canvas.convert("YCbCr").split()
-        video.append(b"FRAME\n" + y.tobytes() + cb.resize(half, Image.BILINEAR).tobytes() + cr.resize(half, Image.BILINEAR).tobytes())
+        video.append(
+            b"FRAME\n"
+            + y.tobytes()
+            + cb.resize(half, Image.BILINEAR).tobytes()
+            + cr.resize(half, Image.BILINEAR).tobytes()
+        )
     dest = Path(dest)
     dest.write_bytes(b"".join(video))
     return dest
@@ -76,8 +93,11 @@ def write_y4m(photo: str | Path, dest: str | Path, size: tuple[int, int] = (640,
 def chromium_args(y4m: str | Path | None = None) -> list[str]:
     args = list(CHROMIUM_ARGS)
     if y4m:
-        args += ["--use-fake-ui-for-media-stream", "--use-fake-device-for-media-stream",
-                 f"--use-file-for-fake-video-capture={y4m}"]
+        args += [
+            "--use-fake-ui-for-media-stream",
+            "--use-fake-device-for-media-stream",
+            f"--use-file-for-fake-video-capture={y4m}",
+        ]
     return args
 
 
@@ -85,7 +105,8 @@ def launch_chromium(playwright, profile: str | Path, y4m: str | Path | None = No
     """Debian's Chromium with a fresh profile folder (Playwright passes it as --user-data-dir);
     with `y4m`, the camera is a fake one that shows that video. Returns the browser context."""
     return playwright.chromium.launch_persistent_context(
-        str(profile), executable_path=str(CHROMIUM), args=chromium_args(y4m), **context_options)
+        str(profile), executable_path=str(CHROMIUM), args=chromium_args(y4m), **context_options
+    )
 
 
 def demo_model(work: Path) -> tuple[Path, str]:
@@ -119,8 +140,11 @@ def capture_webcam(page, timeout: float = 30_000) -> None:
     photo = page.locator("#photo")
     photo.get_by_role("button", name="Capture from camera").click()
     photo.get_by_text("Click to Access Webcam").click()
-    page.wait_for_function("() => { const v = document.querySelector('#photo video'); return v && v.readyState >= 2 && v.videoWidth > 0; }",
-                           timeout=timeout)
+    page.wait_for_function(
+        "() => { const v = document.querySelector('#photo video'); return v && v.readyState >= 2 && v.videoWidth > 0; "
+        "}",
+        timeout=timeout,
+    )
     photo.get_by_role("button", name="capture photo").click()
     expect(photo.locator("img[src*='gradio_api/file=']")).to_be_visible(timeout=timeout)
 
@@ -130,8 +154,11 @@ def start_live_camera(page, timeout: float = 30_000) -> None:
     page.get_by_role("tab", name="Live camera").click()
     camera = page.locator("#live_camera")
     camera.get_by_text("Click to Access Webcam").click()
-    page.wait_for_function("() => { const v = document.querySelector('#live_camera video'); "
-                           "return v && v.readyState >= 2 && v.videoWidth > 0; }", timeout=timeout)
+    page.wait_for_function(
+        "() => { const v = document.querySelector('#live_camera video'); "
+        "return v && v.readyState >= 2 && v.videoWidth > 0; }",
+        timeout=timeout,
+    )
     camera.get_by_role("button", name="capture photo").click()  # in streaming mode this starts the stream
 
 

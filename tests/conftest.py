@@ -40,8 +40,13 @@ def make_tiny_model(folder: Path, head: str = "regression", faces: str = "detect
 
     settings = AgeSettings(head=head, age_mean=35.0, age_std=20.0, faces=faces, image_size=image_size)
     config = ResNetConfig(
-        num_channels=3, embedding_size=8, hidden_sizes=[8, 16], depths=[1, 1], layer_type="basic",
-        num_labels=settings.num_outputs(), problem_type="regression",
+        num_channels=3,
+        embedding_size=8,
+        hidden_sizes=[8, 16],
+        depths=[1, 1],
+        layer_type="basic",
+        num_labels=settings.num_outputs(),
+        problem_type="regression",
     )
     settings.save_to_config(config)
     model = ResNetForImageClassification(config)

@@ -64,15 +64,20 @@ class PgCluster:
 
     def start(self) -> None:
         self._run(self.initdb, "-D", str(self.data), "-A", "trust", "-U", "agecheck", "-N", "-E", "UTF8")
-        opts = (f"-p {self.port} -k {self.root} -c listen_addresses=127.0.0.1 -c fsync=off "
-                "-c synchronous_commit=off -c full_page_writes=off -c max_connections=100")
+        opts = (
+            f"-p {self.port} -k {self.root} -c listen_addresses=127.0.0.1 -c fsync=off "
+            "-c synchronous_commit=off -c full_page_writes=off -c max_connections=100"
+        )
         self._run(self.pg_ctl, "-D", str(self.data), "-o", opts, "-l", str(self.root / "log"), "-w", "start")
         self.started = True
 
     def stop(self) -> None:
         if self.started:
-            subprocess.run([*self.as_user, self.pg_ctl, "-D", str(self.data), "-m", "immediate", "-w", "stop"],
-                           capture_output=True, timeout=60)
+            subprocess.run(
+                [*self.as_user, self.pg_ctl, "-D", str(self.data), "-m", "immediate", "-w", "stop"],
+                capture_output=True,
+                timeout=60,
+            )
             self.started = False
         shutil.rmtree(self.root, ignore_errors=True)
 
@@ -196,15 +201,28 @@ store.add_upload(data, 33, "crasher", consent=True, strip=False)
 """
 
 
-def run_until_killed(url: str, images_dir: str, stage: str, image_file: Path, workdir: Path, timeout: float = 60) -> int:
+def run_until_killed(
+    url: str, images_dir: str, stage: str, image_file: Path, workdir: Path, timeout: float = 60
+) -> int:
     """Start a writer that stops at ``stage``, SIGKILL it there; return its exit code."""
     import signal
 
     flag = workdir / f"flag-{stage}"
     repo = Path(__file__).resolve().parent.parent
     proc = subprocess.Popen(
-        [os.environ.get("PYTHON", __import__("sys").executable), "-c", CRASH_SCRIPT, url, images_dir, stage, str(flag), str(image_file)],
-        cwd=repo, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        [
+            os.environ.get("PYTHON", __import__("sys").executable),
+            "-c",
+            CRASH_SCRIPT,
+            url,
+            images_dir,
+            stage,
+            str(flag),
+            str(image_file),
+        ],
+        cwd=repo,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
     )
     deadline = time.monotonic() + timeout
     while not flag.exists():

@@ -39,8 +39,9 @@ class Scene:
     photos: list[Placed] = field(default_factory=list)
 
 
-def write_video(dest: str | Path, scenes: list[Scene], fps: float = 5.0, size: tuple[int, int] = (640, 480),
-                fourcc: str = "mp4v") -> Path:
+def write_video(
+    dest: str | Path, scenes: list[Scene], fps: float = 5.0, size: tuple[int, int] = (640, 480), fourcc: str = "mp4v"
+) -> Path:
     """An MP4 (OpenCV VideoWriter) of scenes, each some seconds of photos on a grey background."""
     import cv2
 
@@ -70,11 +71,15 @@ def three_faces_video(dest: str | Path, images: Path, fps: float = 5.0) -> Path:
     Every sampled frame holds a known number of faces (1, 0, 2); three different faces in all.
     """
     one, two, three = images / "fgnet_082A18.JPG", images / "fgnet_001A29.JPG", images / "fgnet_071A43.JPG"
-    return write_video(dest, [
-        Scene(3.0, [Placed(one, 150, 80, 320, dx=3.0)]),
-        Scene(1.0, []),
-        Scene(4.0, [Placed(two, 20, 100, 300), Placed(three, 340, 100, 300)]),
-    ], fps=fps)
+    return write_video(
+        dest,
+        [
+            Scene(3.0, [Placed(one, 150, 80, 320, dx=3.0)]),
+            Scene(1.0, []),
+            Scene(4.0, [Placed(two, 20, 100, 300), Placed(three, 340, 100, 300)]),
+        ],
+        fps=fps,
+    )
 
 
 def zip_of(dest: str | Path, files: dict[str, bytes], compression: int = zipfile.ZIP_STORED) -> Path:

@@ -69,7 +69,9 @@ def review_app(tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFactory):
     work = tmp_path_factory.mktemp("annotate_browser")
     data = write_review_set(work / "faces")
     store = f"sqlite:///{work}/fb.db"
-    options = ServerOptions(model=str(tiny_model_dir), store=store, annotators=dict(USERS), review=str(data), port=free_port())
+    options = ServerOptions(
+        model=str(tiny_model_dir), store=store, annotators=dict(USERS), review=str(data), port=free_port()
+    )
     with BackgroundServer(options) as url:
         yield {"url": url, "store": store, "work": work}
 
@@ -82,8 +84,9 @@ def browser(tmp_path_factory: pytest.TempPathFactory):
     sync_api.expect.set_options(timeout=TIMEOUT)
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     with sync_api.sync_playwright() as playwright:
-        context = launch_chromium(playwright, tmp_path_factory.mktemp("chromium") / "profile",
-                                  viewport={"width": 1360, "height": 1000})
+        context = launch_chromium(
+            playwright, tmp_path_factory.mktemp("chromium") / "profile", viewport={"width": 1360, "height": 1000}
+        )
         context.set_default_timeout(TIMEOUT)
         yield context
         context.close()
@@ -103,7 +106,9 @@ def test_browser_decides_a_conflicting_duplicate_group(review_app, browser):
         expect(members).to_have_count(2)
         expect(page.locator("#ann_image figcaption").first).to_contain_text("labelled 20")
         expect(page.locator("#ann_image figcaption").nth(1)).to_contain_text("labelled 35")
-        ids = [re.search(r"[0-9a-f]{12}", t).group(0) for t in page.locator("#ann_image figcaption code").all_inner_texts()]
+        ids = [
+            re.search(r"[0-9a-f]{12}", t).group(0) for t in page.locator("#ann_image figcaption code").all_inner_texts()
+        ]
         page.locator("#ann_info").click()
         page.keyboard.press("2")
         page.keyboard.type("2")
@@ -163,16 +168,17 @@ def take_readme_screenshots() -> list[Path]:
     grid), from the example-photo data set, with the shipped model (else a tiny random one)."""
     from playwright.sync_api import expect, sync_playwright
 
+    from age_model.predictor import AgePredictor
     from age_model.ui.server import BackgroundServer, ServerOptions
     from tests.app_support import demo_model
-
-    from age_model.predictor import AgePredictor
 
     work = Path(tempfile.mkdtemp(prefix="agecheck-annotate-shot-"))
     model, _ = demo_model(work)
     data = write_review_set(work / "faces", AgePredictor(model).settings.crop)  # framed as the model was trained
     store_url = f"sqlite:///{work}/fb.db"
-    options = ServerOptions(model=str(model), store=store_url, annotators=dict(USERS), review=str(data), port=free_port())
+    options = ServerOptions(
+        model=str(model), store=store_url, annotators=dict(USERS), review=str(data), port=free_port()
+    )
     with BackgroundServer(options) as url, sync_playwright() as playwright:
         context = launch_chromium(playwright, work / "profile", viewport={"width": 1360, "height": 900})
         page = context.new_page()

@@ -27,8 +27,16 @@ from age_model.feedback import FeedbackStore  # noqa: E402
 REPO_ROOT = Path(__file__).resolve().parent.parent
 ARTIFACTS = REPO_ROOT / "tests" / "_artifacts"
 CHROMIUM = Path("/usr/bin/chromium")
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
 USERS = {"alice": "pw1", "bob": "pw2", "carol": "pw3"}
 SID, IMAGE, CROP, INFO, LABEL, MODEL, AGE, SLIDER, VOTES, PROGRESS, MESSAGE = range(11)  # the view's outputs
 
@@ -46,8 +54,9 @@ def app(tiny_model_dir: Path, fixture_dir: Path, tmp_path_factory: pytest.TempPa
 
     work = tmp_path_factory.mktemp("annotate")
     store = f"sqlite:///{work}/fb.db"
-    options = ServerOptions(model=str(tiny_model_dir), store=store, annotators=dict(USERS), review=str(fixture_dir),
-                            port=free_port())
+    options = ServerOptions(
+        model=str(tiny_model_dir), store=store, annotators=dict(USERS), review=str(fixture_dir), port=free_port()
+    )
     import age_model.review_scoring as scoring
 
     delay, scoring.SCORE_DELAY_S = scoring.SCORE_DELAY_S, 0.0  # score at once: these tests check the scored order
@@ -55,8 +64,10 @@ def app(tiny_model_dir: Path, fixture_dir: Path, tmp_path_factory: pytest.TempPa
     try:
         with server as url:
             deadline = time.monotonic() + 60
-            while time.monotonic() < deadline and sum(
-                    len(f.read_text().splitlines()) for f in (work / "review_scores").glob("*.jsonl")) < 16:
+            while (
+                time.monotonic() < deadline
+                and sum(len(f.read_text().splitlines()) for f in (work / "review_scores").glob("*.jsonl")) < 16
+            ):
                 time.sleep(0.2)
             yield {"url": url, "store": store, "work": work, "server": server, "options": options}
     finally:
@@ -109,7 +120,9 @@ def test_login_is_required(app):
 
 def test_queue_hands_out_worst_first_and_records_confirm_correct_undo_skip(alice, store, app):
     first = alice.predict("dataset", "", api_name="/next")
-    assert re.fullmatch(r"[0-9a-f]{64}", first[SID]) and first[IMAGE].startswith("<img src=\"data:image/jpeg;base64,")  # inline: no public file
+    assert re.fullmatch(r"[0-9a-f]{64}", first[SID]) and first[IMAGE].startswith(
+        '<img src="data:image/jpeg;base64,'
+    )  # inline: no public file
     assert re.fullmatch(r"\d+(\.\d)? ± \d+(\.\d)?", first[MODEL]), first[MODEL]
     assert "suspicion" in first[INFO] and "alice" in first[PROGRESS]
     assert alice.predict("dataset", "", api_name="/next")[SID] == first[SID]  # the held item, not a new one
@@ -193,7 +206,9 @@ def test_export_writes_a_new_dataset_folder(alice, app):
     rows = datasets.load_dataset("parquet", data_files=str(path / "data" / "*.parquet"), split="train")
     sources = rows["source"]
     assert len(rows) >= 3 and {"upload", "fixture"} <= set(sources)
-    assert all((image is None) == (source == "fixture") for image, source in zip(rows["image"], sources))  # no UTKFace/FG-NET pixels
+    assert all(
+        (image is None) == (source == "fixture") for image, source in zip(rows["image"], sources)
+    )  # no UTKFace/FG-NET pixels
 
 
 def test_scores_are_cached_per_model_beside_the_store(app, tiny_model_dir, fixture_dir):
@@ -204,8 +219,9 @@ def test_scores_are_cached_per_model_beside_the_store(app, tiny_model_dir, fixtu
     assert len(caches) == 1 and len(caches[0].read_text().splitlines()) >= 16
     ScoreCache._open.clear()  # as after a restart: read the file again
     state = AppState.load(str(tiny_model_dir), app["store"])
-    review = DatasetReview(str(fixture_dir), state.store, state.predictor, app["work"] / "review_scores",
-                           state.model, state.model_version).start()
+    review = DatasetReview(
+        str(fixture_dir), state.store, state.predictor, app["work"] / "review_scores", state.model, state.model_version
+    ).start()
     assert review.wait(30) and review.error is None
     assert review.cached == review.total == 16  # a restart scores nothing again
     review.thread.join(10)
@@ -223,8 +239,12 @@ def test_without_annotators_every_action_refuses(app):
         from gradio_client import Client
 
         anonymous = Client(f"{url}/annotate/", verbose=False, analytics_enabled=False)
-        for endpoint, args in (("/next", ["submissions", ""]), ("/confirm", ["submissions", "0" * 64]),
-                               ("/undo", ["submissions", ""]), ("/export", [])):
+        for endpoint, args in (
+            ("/next", ["submissions", ""]),
+            ("/confirm", ["submissions", "0" * 64]),
+            ("/undo", ["submissions", ""]),
+            ("/export", []),
+        ):
             with pytest.raises(AppError, match="--annotators FILE"):
                 anonymous.predict(*args, api_name=endpoint)
 
@@ -245,8 +265,13 @@ def test_scheduled_push_without_the_hub_only_warns(app, store, monkeypatch, capl
 
 def launch(playwright, profile: Path, **kwargs):
     return playwright.chromium.launch_persistent_context(
-        str(profile), executable_path=str(CHROMIUM), args=CHROMIUM_ARGS, headless=True,
-        viewport={"width": 1280, "height": 900}, **kwargs)
+        str(profile),
+        executable_path=str(CHROMIUM),
+        args=CHROMIUM_ARGS,
+        headless=True,
+        viewport={"width": 1280, "height": 900},
+        **kwargs,
+    )
 
 
 def log_in(page, url: str, user: str) -> None:

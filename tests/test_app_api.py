@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import math
+import struct
 import subprocess
 import sys
-import struct
 import zlib
 from pathlib import Path
 
@@ -63,7 +63,9 @@ def check_result(result, photo: Path, threshold: float) -> dict:
         assert row[1] == pytest.approx(face["age"], abs=0.051)
     if faces:
         asks = any(f["verdict"] == ASK_FOR_ID for f in faces)
-        assert summary.startswith('<h3 class="verdict-ask">Ask for ID</h3>' if asks else '<h3 class="verdict-ok">No ID needed</h3>')
+        assert summary.startswith(
+            '<h3 class="verdict-ask">Ask for ID</h3>' if asks else '<h3 class="verdict-ok">No ID needed</h3>'
+        )
     assert payload["threshold"] == threshold
     return payload
 
@@ -131,6 +133,7 @@ def test_truncated_photo_names_the_file_not_the_server_path(client, tmp_path):
 
 def _bomb_png(path: Path, side: int = 20_000) -> Path:
     """A valid 1-bit PNG of side x side px in ~50 KB (one colour), written without decoding it."""
+
     def chunk(kind: bytes, data: bytes) -> bytes:
         return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
 
@@ -187,10 +190,13 @@ def test_report_age_stores_a_consented_correction(client, app_url, tiny_model_di
     assert ages[0] == pytest.approx(vote.model_age, abs=1e-3)
 
 
-@pytest.mark.parametrize(("real_age", "consent", "words"), [
-    (30, False, "consent"),
-    (None, True, "real age"),
-])
+@pytest.mark.parametrize(
+    ("real_age", "consent", "words"),
+    [
+        (30, False, "consent"),
+        (None, True, "real age"),
+    ],
+)
 def test_report_age_refuses_without_consent_or_age(client, app_url, real_age, consent, words):
     from age_model.feedback import FeedbackStore
 
@@ -240,7 +246,9 @@ def test_without_a_model_the_app_starts_and_explains(tmp_path):
 
 
 def test_cli_help_lists_the_server_options():
-    result = subprocess.run([sys.executable, "app.py", "--help"], cwd=REPO_ROOT, capture_output=True, text=True, timeout=60)
+    result = subprocess.run(
+        [sys.executable, "app.py", "--help"], cwd=REPO_ROOT, capture_output=True, text=True, timeout=60
+    )
     assert result.returncode == 0, result.stderr
     for option in ("--host", "--port", "--annotators", "--queue-size", "--model", "--store", "--max-file-size"):
         assert option in result.stdout

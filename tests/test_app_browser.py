@@ -73,7 +73,9 @@ def read_result(page) -> tuple[str, list[list[str]]]:
     """The verdict heading and the faces table, as a person reads them."""
     heading = page.locator("#verdict h3").inner_text()
     expect(page.locator("#faces_table [data-testid=cell-0-3]")).to_have_text(re.compile("ask for ID|no ID needed"))
-    rows = page.locator("#faces_table [role=row]:has([role=gridcell])").all()  # the grid's rows, not its hidden sizing table
+    rows = page.locator(
+        "#faces_table [role=row]:has([role=gridcell])"
+    ).all()  # the grid's rows, not its hidden sizing table
     table = [[cell.strip() for cell in row.locator("[role=gridcell]").all_inner_texts()] for row in rows]
     return heading, table
 
@@ -171,7 +173,9 @@ def test_live_camera_draws_updated_results_frame_after_frame(page):
         if not seen_frames or number > seen_frames[-1]:
             seen_frames.append(number)
             seen_images.add(page.locator("#live_result img").get_attribute("src"))
-            assert re.search(r"ASK FOR ID|No ID needed", text) and re.search(r"\d+ ± \d+", text), text  # one face, verdict
+            assert re.search(r"ASK FOR ID|No ID needed", text) and re.search(r"\d+ ± \d+", text), (
+                text
+            )  # one face, verdict
         if len(seen_frames) >= 4:
             break
         page.wait_for_timeout(250)

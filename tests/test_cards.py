@@ -15,16 +15,36 @@ from age_model.cards.stats import size_category
 from age_model.modeling import AgeSettings
 
 METRICS = {
-    "test_mae": 5.2371, "test_rmse": 7.0412, "test_cs5": 0.6123, "test_mae_under13": 3.4, "test_mae_13_17": 4.6,
-    "test_mae_18_24": 5.1, "test_mae_25_34": 4.8, "test_mae_35_44": 5.9, "test_mae_45_54": 6.3, "test_mae_55_64": 7.4,
-    "test_mae_65plus": 10.2, "test_minors_passed_rate": 0.043, "test_adults_flagged_rate": 0.121, "test_threshold": 25.0,
-    "test_n": 1957, "test_runtime": 41.5, "eval_mae": 5.61, "eval_cs5": 0.59, "epoch": 3.0,
+    "test_mae": 5.2371,
+    "test_rmse": 7.0412,
+    "test_cs5": 0.6123,
+    "test_mae_under13": 3.4,
+    "test_mae_13_17": 4.6,
+    "test_mae_18_24": 5.1,
+    "test_mae_25_34": 4.8,
+    "test_mae_35_44": 5.9,
+    "test_mae_45_54": 6.3,
+    "test_mae_55_64": 7.4,
+    "test_mae_65plus": 10.2,
+    "test_minors_passed_rate": 0.043,
+    "test_adults_flagged_rate": 0.121,
+    "test_threshold": 25.0,
+    "test_n": 1957,
+    "test_runtime": 41.5,
+    "eval_mae": 5.61,
+    "eval_cs5": 0.59,
+    "epoch": 3.0,
 }
 SUMMARY = {
-    "name": "utkface", "source": "../shared/data/utkface", "format": "csv", "target": "real",
+    "name": "utkface",
+    "source": "../shared/data/utkface",
+    "format": "csv",
+    "target": "real",
     "splits": {"train": 6842, "validation": 979, "test": 1957},
     "age_stats": {"train": {"min": 1, "median": 25, "max": 110, "mean": 29.4}},
-    "feedback": {"corrected": 12, "added": 3}, "license": "UTKFace: non-commercial research only", "from_scratch": False,
+    "feedback": {"corrected": 12, "added": 3},
+    "license": "UTKFace: non-commercial research only",
+    "from_scratch": False,
 }
 
 
@@ -34,7 +54,9 @@ def settings(**overrides) -> AgeSettings:
 
 
 def metric(card: ModelCard, metric_type: str, split: str = "test") -> float:
-    return next(r.metric_value for r in card.data.eval_results if r.metric_type == metric_type and r.dataset_split == split)
+    return next(
+        r.metric_value for r in card.data.eval_results if r.metric_type == metric_type and r.dataset_split == split
+    )
 
 
 def test_model_card_parses_and_carries_mae(tmp_path: Path) -> None:
@@ -49,15 +71,27 @@ def test_model_card_parses_and_carries_mae(tmp_path: Path) -> None:
     assert data.base_model is None  # a local folder is no Hub id
     assert data.license == "other" and data.license_name == "utkface-non-commercial-research-only"
     text = parsed.text
-    for needle in ("160x160", "40%", "`regression`", "Challenge-25", "never decides", "4.3%", "12.1%",
-                   "non-commercial research only", "65+ (MAE 10.2)", "labels corrected: 12"):
+    for needle in (
+        "160x160",
+        "40%",
+        "`regression`",
+        "Challenge-25",
+        "never decides",
+        "4.3%",
+        "12.1%",
+        "non-commercial research only",
+        "65+ (MAE 10.2)",
+        "labels corrected: 12",
+    ):
         assert needle in text, needle
 
 
 def test_model_card_tells_how_faces_are_framed(tmp_path: Path) -> None:
     crops = cards.render_model_card(tmp_path, {}, settings(faces="detect", crop_style="square"), {"faces": "cropped"})
     assert "trained on ready-made face crops" in crops.text and "Crop style **`square`**" in crops.text
-    photos = cards.render_model_card(tmp_path, {}, settings(faces="detect", crop_style="aligned", align_scale=1.3), {"faces": "detect"})
+    photos = cards.render_model_card(
+        tmp_path, {}, settings(faces="detect", crop_style="aligned", align_scale=1.3), {"faces": "detect"}
+    )
     assert "in training as at serving" in photos.text and "scale 1.30" in photos.text
 
 
@@ -73,16 +107,24 @@ def test_model_card_skips_nan_and_non_band_metrics(tmp_path: Path) -> None:
 def test_model_card_data_round_trip(tmp_path: Path) -> None:
     card = cards.render_model_card(tmp_path, METRICS, settings(), SUMMARY, hub_model_id="acme/agecheck-utk")
     data = card.data.to_dict()
-    rebuilt = ModelCardData(**{k: v for k, v in data.items() if k != "model-index"}, eval_results=card.data.eval_results, model_name=card.data.model_name)
+    rebuilt = ModelCardData(
+        **{k: v for k, v in data.items() if k != "model-index"},
+        eval_results=card.data.eval_results,
+        model_name=card.data.model_name,
+    )
     assert rebuilt.to_dict() == data
     assert all(isinstance(r, EvalResult) for r in card.data.eval_results)
 
 
 def test_model_card_is_honest_about_the_base(tmp_path: Path) -> None:
-    hub_base = cards.render_model_card(tmp_path, METRICS, settings(base_model="google/efficientnet-b0"), {**SUMMARY, "hub_id": "acme/utkface"})
+    hub_base = cards.render_model_card(
+        tmp_path, METRICS, settings(base_model="google/efficientnet-b0"), {**SUMMARY, "hub_id": "acme/utkface"}
+    )
     assert hub_base.data.base_model == "google/efficientnet-b0"
     assert hub_base.data.datasets == ["acme/utkface"]
-    scratch = cards.render_model_card(tmp_path, METRICS, settings(base_model="google/efficientnet-b0"), {**SUMMARY, "from_scratch": True})
+    scratch = cards.render_model_card(
+        tmp_path, METRICS, settings(base_model="google/efficientnet-b0"), {**SUMMARY, "from_scratch": True}
+    )
     assert scratch.data.base_model is None
     assert "random init from config" in scratch.text
 
@@ -104,9 +146,14 @@ def test_model_card_explains_each_head(tmp_path: Path, head: str) -> None:
 
 def test_feedback_card_carries_the_stats() -> None:
     stats = {
-        "num_samples": 120, "num_votes": 300, "annotators": {"alice": 180, "bob": 120},
-        "agreement": {"mean_abs_diff": 3.4, "within_5": 0.78}, "consent": {"yes": 30, "no": 2},
-        "sources": {"upload": 32, "utkface": 88}, "statuses": {"agreed": 100, "disputed": 20}, "license": "cc-by-nc-4.0",
+        "num_samples": 120,
+        "num_votes": 300,
+        "annotators": {"alice": 180, "bob": 120},
+        "agreement": {"mean_abs_diff": 3.4, "within_5": 0.78},
+        "consent": {"yes": 30, "no": 2},
+        "sources": {"upload": 32, "utkface": 88},
+        "statuses": {"agreed": 100, "disputed": 20},
+        "license": "cc-by-nc-4.0",
     }
     card = DatasetCard(str(cards.render_feedback_card(stats)))
     assert card.data.license == "cc-by-nc-4.0" and card.data.size_categories == ["n<1K"]
@@ -114,7 +161,9 @@ def test_feedback_card_carries_the_stats() -> None:
         assert needle in card.text, needle
 
 
-@pytest.mark.parametrize("stats", [{}, {"annotators": ["alice"], "agreement": None, "num_votes": "many"}, {"num_samples": 5}])
+@pytest.mark.parametrize(
+    "stats", [{}, {"annotators": ["alice"], "agreement": None, "num_votes": "many"}, {"num_samples": 5}]
+)
 def test_feedback_card_tolerates_missing_keys(stats: dict) -> None:
     card = DatasetCard(str(cards.render_feedback_card(stats)))
     assert "Not recorded" in card.text and card.data.pretty_name
@@ -132,7 +181,10 @@ def test_helpers() -> None:
     assert cards.age_stats([1, 2, 4, 9]) == {"n": 4, "min": 1, "median": 3.0, "max": 9, "mean": 4.0}
     assert cards.age_band_counts([5, 17, 18, 24, 25, 70])["18-24"] == 2
     assert is_repo_id("google/efficientnet-b0") and not is_repo_id("../shared/weights/x")
-    assert cards.known_dataset("appa-real-release").name == "appa-real" and cards.known_dataset("UTKFace").name == "utkface"
+    assert (
+        cards.known_dataset("appa-real-release").name == "appa-real"
+        and cards.known_dataset("UTKFace").name == "utkface"
+    )
     assert cards.known_dataset("fixture") is None
 
 
@@ -165,8 +217,13 @@ def test_utkface_card_numbers(shared_dir: Path) -> None:
     assert "23,707 labelled face crops" in text and "20261201" in text and "12.9% of the faces are under 10" in text
     # near-duplicates, computed from the images: the numbers ORIGIN.txt of the shared copy gives
     assert "**650 groups of 1,372 files** (375 groups of byte-identical files; the largest group has 6 files)" in text
-    assert "in 63 groups a finer 256-bit dHash tells the faces apart" in text  # colliding 64-bit hashes of different faces
-    assert "430 groups carry different ages, **380 of them more than 1 year apart** (320 of those confirmed as one photo" in text
+    assert (
+        "in 63 groups a finer 256-bit dHash tells the faces apart" in text
+    )  # colliding 64-bit hashes of different faces
+    assert (
+        "430 groups carry different ages, **380 of them more than 1 year apart** (320 of those confirmed as one photo"
+        in text
+    )
     assert "No group spans two splits." in text
 
 
@@ -176,16 +233,30 @@ def test_aaf_card_numbers(shared_dir: Path) -> None:
     assert splits == {"train": 5845, "validation": 792}
     assert card.data.license == "other" and card.data.license_name == "aaf-research-use-citation"
     text = " ".join(card.text.split())
-    assert "6,637 aligned faces, ages 2-80" in text and "**no explicit licence**" in text and "cheng2019exploiting" in text
-    assert "**71 groups of 146 files** (55 groups of byte-identical files" in text and "No group spans two splits." in text
-    assert "confirms every group as one photo" in text and "**55 of them more than 1 year apart** (55 of those confirmed" in text
+    assert (
+        "6,637 aligned faces, ages 2-80" in text and "**no explicit licence**" in text and "cheng2019exploiting" in text
+    )
+    assert (
+        "**71 groups of 146 files** (55 groups of byte-identical files" in text and "No group spans two splits." in text
+    )
+    assert (
+        "confirms every group as one photo" in text
+        and "**55 of them more than 1 year apart** (55 of those confirmed" in text
+    )
 
 
 def test_card_leaves_duplicates_out_without_images(tmp_path: Path) -> None:
     labels = tmp_path / "labels.csv"
-    labels.write_text("file_name,real_age,gender,race,split\na.jpg,30,0,0,train\nb.jpg,8,1,2,valid\nc.jpg,15,1,,test\n", encoding="utf-8")
+    labels.write_text(
+        "file_name,real_age,gender,race,split\na.jpg,30,0,0,train\nb.jpg,8,1,2,valid\nc.jpg,15,1,,test\n",
+        encoding="utf-8",
+    )
     text = str(cards.render_dataset_card("utkface", labels))
-    assert "Near-duplicates" not in text and "3 labelled face crops" in text and "(1 lack the race field)" in " ".join(text.split())
+    assert (
+        "Near-duplicates" not in text
+        and "3 labelled face crops" in text
+        and "(1 lack the race field)" in " ".join(text.split())
+    )
 
 
 def test_dataset_card_cli(shared_dir: Path, tmp_path: Path) -> None:
@@ -200,8 +271,14 @@ def test_a_multi_source_card_names_every_source_its_terms_and_per_source_figures
     from age_model.cards import render_model_card
     from age_model.modeling import AgeSettings
 
-    metrics = {"test_mae": 4.8, "test_utkface_mae": 4.8, "eval_mae": 5.0, "eval_aaf_mae": 5.5, "eval_utkface_mae": 4.9,
-               "eval_aaf_within_spread": 0.71}
+    metrics = {
+        "test_mae": 4.8,
+        "test_utkface_mae": 4.8,
+        "eval_mae": 5.0,
+        "eval_aaf_mae": 5.5,
+        "eval_utkface_mae": 4.9,
+        "eval_aaf_within_spread": 0.71,
+    }
     summary = {"name": "utkface+aaf", "source": "a, b", "sources": ["utkface", "aaf"], "reframed_sources": ["aaf"]}
     text = str(render_model_card(tmp_path, metrics, AgeSettings(head="bins"), summary))
     assert "data_cards/utkface.md" in text and "data_cards/aaf.md" in text
@@ -215,6 +292,9 @@ def test_a_test_split_with_one_source_reports_its_pooled_figures_for_it(tmp_path
     from age_model.modeling import AgeSettings
 
     metrics = {"test_mae": 4.96, "eval_mae": 5.3, "eval_aaf_mae": 5.9, "eval_utkface_mae": 5.0}
-    summary = {"sources": ["utkface", "aaf"], "splits_by_source": {"test": {"utkface": 10}, "validation": {"utkface": 5, "aaf": 5}}}
+    summary = {
+        "sources": ["utkface", "aaf"],
+        "splits_by_source": {"test": {"utkface": 10}, "validation": {"utkface": 5, "aaf": 5}},
+    }
     text = str(render_model_card(tmp_path, metrics, AgeSettings(head="bins"), summary))
     assert "| utkface | 4.96 | 5.00 |" in text and "| aaf | no test split | 5.90 |" in text

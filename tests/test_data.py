@@ -12,13 +12,21 @@ from pathlib import Path
 import pandas as pd
 import pytest
 from datasets import Dataset, DatasetDict, Image
-
 from PIL import Image as PILImage
 
 from age_model import data as data_module
 from age_model.data import (
-    DataError, LoadOptions, conflicting_groups, detect_format, dhash, dhashes, duplicate_group_ids, load_age_dataset,
-    load_age_datasets, near_duplicate_groups, write_conflicts_csv,
+    DataError,
+    LoadOptions,
+    conflicting_groups,
+    detect_format,
+    dhash,
+    dhashes,
+    duplicate_group_ids,
+    load_age_dataset,
+    load_age_datasets,
+    near_duplicate_groups,
+    write_conflicts_csv,
 )
 
 
@@ -49,8 +57,15 @@ def test_appa_real_official_release(tmp_path, fixture_dir, fixture_rows):
         for i, row in enumerate(rows):
             name = f"{folder}{i:04d}.jpg"
             _copy(fixture_dir, row["file_name"], root / folder / f"{name}_face.jpg")
-            records.append({"file_name": name, "num_ratings": 38, "apparent_age_avg": row["real_age"] + 1.5,
-                            "apparent_age_std": 3.0, "real_age": row["real_age"]})
+            records.append(
+                {
+                    "file_name": name,
+                    "num_ratings": 38,
+                    "apparent_age_avg": row["real_age"] + 1.5,
+                    "apparent_age_std": 3.0,
+                    "real_age": row["real_age"],
+                }
+            )
         pd.DataFrame(records).to_csv(root / f"gt_avg_{folder}.csv", index=False)
     assert detect_format(root) == "appa-real"
     real, report = load_age_dataset(root)
@@ -67,7 +82,9 @@ def test_final_files_variant_gets_a_seeded_stratified_split(tmp_path, fixture_di
     root = tmp_path / "faces"
     for row in fixture_rows:
         _copy(fixture_dir, row["file_name"], root / "final_files" / row["file_name"])
-    pd.DataFrame([{"file_name": r["file_name"], "real_age": r["real_age"]} for r in fixture_rows]).to_csv(root / "labels.csv", index=False)
+    pd.DataFrame([{"file_name": r["file_name"], "real_age": r["real_age"]} for r in fixture_rows]).to_csv(
+        root / "labels.csv", index=False
+    )
     assert detect_format(root) == "final-files"
     first, _ = load_age_dataset(root)
     second, _ = load_age_dataset(root)
@@ -82,7 +99,13 @@ def test_csv_folder_with_split_column_and_custom_columns(tmp_path, fixture_dir, 
     records = []
     for i, row in enumerate(fixture_rows):
         _copy(fixture_dir, row["file_name"], root / "pics" / row["file_name"])
-        records.append({"path": f"pics/{row['file_name']}", "years": row["real_age"], "part": ["train", "valid", "test", "train"][i % 4]})
+        records.append(
+            {
+                "path": f"pics/{row['file_name']}",
+                "years": row["real_age"],
+                "part": ["train", "valid", "test", "train"][i % 4],
+            }
+        )
     pd.DataFrame(records).to_csv(root / "ages.csv", index=False)
     data, report = load_age_dataset(root, LoadOptions(image_column="path", age_column="years", split_column="part"))
     assert report.data_format == "csv"
@@ -117,9 +140,16 @@ def test_utkface_only_names_are_crops(tmp_path, fixture_dir):
 
 def test_saved_dataset_and_parquet_folder(tmp_path, fixture_dir, fixture_rows):
     paths = [str(fixture_dir / "images" / r["file_name"]) for r in fixture_rows]
-    dataset = Dataset.from_dict({"image": paths, "age": [float(r["real_age"]) for r in fixture_rows]}).cast_column("image", Image())
-    DatasetDict({"train": dataset.select(range(10)), "validation": dataset.select(range(10, 13)),
-                 "test": dataset.select(range(13, 16))}).save_to_disk(tmp_path / "saved")
+    dataset = Dataset.from_dict({"image": paths, "age": [float(r["real_age"]) for r in fixture_rows]}).cast_column(
+        "image", Image()
+    )
+    DatasetDict(
+        {
+            "train": dataset.select(range(10)),
+            "validation": dataset.select(range(10, 13)),
+            "test": dataset.select(range(13, 16)),
+        }
+    ).save_to_disk(tmp_path / "saved")
     loaded, report = load_age_dataset(tmp_path / "saved")
     assert report.data_format == "hub" and len(loaded["validation"]) == 3
     # ids are the sha256 of the image bytes, as the feedback store computes them for the same file
@@ -142,7 +172,9 @@ def _csv_tree(tmp_path: Path, fixture_dir: Path, fixture_rows: list[dict], rows:
     root = tmp_path / "bad"
     for row in fixture_rows:
         _copy(fixture_dir, row["file_name"], root / "images" / row["file_name"])
-    rows = rows if rows is not None else [{"file_name": r["file_name"], "real_age": r["real_age"]} for r in fixture_rows]
+    rows = (
+        rows if rows is not None else [{"file_name": r["file_name"], "real_age": r["real_age"]} for r in fixture_rows]
+    )
     pd.DataFrame(rows).to_csv(root / "labels.csv", index=False)
     return root
 
@@ -153,7 +185,10 @@ def _csv_tree(tmp_path: Path, fixture_dir: Path, fixture_rows: list[dict], rows:
         (lambda rows, root: rows[3].update(file_name="missing.jpg"), "row 5: image .*missing.jpg does not exist"),
         (lambda rows, root: rows[2].update(real_age="forty"), "row 4: age 'forty' is not a number"),
         (lambda rows, root: rows[1].update(real_age=-3), "row 3: age -3 is outside"),
-        (lambda rows, root: (root / "images" / rows[0]["file_name"]).write_bytes(b"not a jpeg"), "row 2: image .* cannot be read"),
+        (
+            lambda rows, root: (root / "images" / rows[0]["file_name"]).write_bytes(b"not a jpeg"),
+            "row 2: image .* cannot be read",
+        ),
         (lambda rows, root: rows.append(dict(rows[0])), "listed twice"),
     ],
 )
@@ -194,8 +229,12 @@ def test_missing_path_and_unknown_layout(tmp_path):
 
 # --- near-duplicates ---------------------------------------------------------------------------
 
-UTK = ["utk_1_0_0_20170110213015629.jpg.chip.jpg", "utk_24_0_2_20170104020112732.jpg.chip.jpg",
-       "utk_36_1_3_20170109141841866.jpg.chip.jpg", "utk_52_0_4_20170103183610052.jpg.chip.jpg"]
+UTK = [
+    "utk_1_0_0_20170110213015629.jpg.chip.jpg",
+    "utk_24_0_2_20170104020112732.jpg.chip.jpg",
+    "utk_36_1_3_20170109141841866.jpg.chip.jpg",
+    "utk_52_0_4_20170103183610052.jpg.chip.jpg",
+]
 
 
 def _reencode(source: Path, target: Path, quality: int = 75) -> None:
@@ -211,7 +250,9 @@ def test_copies_and_reencodes_are_one_group(tmp_path, fixture_dir):
     _copy(fixture_dir, UTK[2], tmp_path / "other.jpg")
     files = [original, tmp_path / "copy.jpg", tmp_path / "q75.jpg", tmp_path / "other.jpg"]
     assert (tmp_path / "q75.jpg").read_bytes() != original.read_bytes()  # a different file ...
-    assert dhash(tmp_path / "q75.jpg") == dhash(original.read_bytes()) != dhash(tmp_path / "other.jpg")  # ... the same photo
+    assert (
+        dhash(tmp_path / "q75.jpg") == dhash(original.read_bytes()) != dhash(tmp_path / "other.jpg")
+    )  # ... the same photo
     assert near_duplicate_groups(files) == [[0, 1, 2]]
     assert near_duplicate_groups(files, min_size=1) == [[0, 1, 2], [3]]
     assert duplicate_group_ids([{"image": str(f)} for f in files]) == [0, 0, 0, 3]
@@ -271,11 +312,21 @@ def test_own_split_keeps_near_duplicate_groups_whole(tmp_path, fixture_dir, fixt
 
 def test_own_split_joins_person_groups_and_duplicates(tmp_path, fixture_dir):
     root = tmp_path / "fgnet"
-    for name in ("fgnet_001A29.JPG", "fgnet_005A61.JPG", "fgnet_006A69.JPG", "fgnet_008A12.JPG", "fgnet_009A05.JPG",
-                 "fgnet_071A43.JPG", "fgnet_082A18.JPG", "fgnet_007A01.JPG"):
+    for name in (
+        "fgnet_001A29.JPG",
+        "fgnet_005A61.JPG",
+        "fgnet_006A69.JPG",
+        "fgnet_008A12.JPG",
+        "fgnet_009A05.JPG",
+        "fgnet_071A43.JPG",
+        "fgnet_082A18.JPG",
+        "fgnet_007A01.JPG",
+    ):
         _copy(fixture_dir, name, root / name.split("_", 1)[1])
     _copy(fixture_dir, "fgnet_001A29.JPG", root / "099A31.JPG")  # person 099's photo is person 001's ...
-    _copy(fixture_dir, "fgnet_006A69.JPG", root / "099A70.JPG")  # ... and so is person 006's: 001, 006, 099 are one unit
+    _copy(
+        fixture_dir, "fgnet_006A69.JPG", root / "099A70.JPG"
+    )  # ... and so is person 006's: 001, 006, 099 are one unit
     for seed in range(6):
         dataset, report = load_age_dataset(root, LoadOptions(split_seed=seed))
         where = _splits_of(dataset)
@@ -294,14 +345,22 @@ def _given_split_tree(tmp_path: Path, fixture_dir: Path, fixture_rows: list[dict
     split_of = {r["file_name"]: r["split"] for r in records}
     age_of = {r["file_name"]: r["real_age"] for r in records}
     train, valid = [n for n in split_of if split_of[n] == "train"], [n for n in split_of if split_of[n] == "valid"]
-    extra = [(f"copy_{train[0]}", train[0], "test", 25), (f"copy_{train[1]}", train[1], "valid", 1),
-             (f"copy_{valid[0]}", valid[0], "test", 0)]
+    extra = [
+        (f"copy_{train[0]}", train[0], "test", 25),
+        (f"copy_{train[1]}", train[1], "valid", 1),
+        (f"copy_{valid[0]}", valid[0], "test", 0),
+    ]
     for file, original, split, shift in extra:
         _copy(fixture_dir, original, root / "images" / file)
         records.append({"file_name": file, "real_age": age_of[original] + shift, "split": split})
     pd.DataFrame(records).to_csv(root / "labels.csv", index=False)
-    return root, {"train_test": extra[0][0], "train_valid": extra[1][0], "valid_test": extra[2][0],
-                  "conflict": train[0], "valid_kept": valid[0]}
+    return root, {
+        "train_test": extra[0][0],
+        "train_valid": extra[1][0],
+        "valid_test": extra[2][0],
+        "conflict": train[0],
+        "valid_kept": valid[0],
+    }
 
 
 def test_given_split_drops_crossing_duplicates_from_evaluation(tmp_path, fixture_dir, fixture_rows, caplog):
@@ -343,7 +402,11 @@ def test_conflicting_groups_are_listed_and_written(tmp_path, fixture_dir, fixtur
     assert data_module.main(["conflicts", str(root), "--out", str(out)]) == 0
     rows = list(csv.DictReader(out.open(encoding="utf-8")))
     assert [r["file"] for r in rows] == group["files"] and {r["group"] for r in rows} == {"1"}
-    assert [r["split"] for r in rows] == ["train", "test"] and rows[0]["id"] == group["ids"][0] and rows[0]["same_photo"] == "yes"
+    assert (
+        [r["split"] for r in rows] == ["train", "test"]
+        and rows[0]["id"] == group["ids"][0]
+        and rows[0]["same_photo"] == "yes"
+    )
     assert "3 near-duplicate groups hold 6 rows" in capsys.readouterr().err
     assert data_module.main(["conflicts", str(tmp_path / "missing")]) == 1
 
@@ -354,9 +417,13 @@ def test_merged_sources_drop_copies_that_cross_splits(tmp_path, fixture_dir, fix
     for row in fixture_rows[:4]:  # test: copies of the fixture's first 4 images; train: mirror images (other photos)
         _copy(fixture_dir, row["file_name"], root / "images" / f"copy_{row['file_name']}")
         with PILImage.open(fixture_dir / "images" / row["file_name"]) as image:
-            image.transpose(PILImage.Transpose.FLIP_LEFT_RIGHT).save(root / "images" / f"flip_{row['file_name']}", "JPEG", quality=95)
-        records += [{"file_name": f"copy_{row['file_name']}", "real_age": row["real_age"], "split": "test"},
-                    {"file_name": f"flip_{row['file_name']}", "real_age": row["real_age"], "split": "train"}]
+            image.transpose(PILImage.Transpose.FLIP_LEFT_RIGHT).save(
+                root / "images" / f"flip_{row['file_name']}", "JPEG", quality=95
+            )
+        records += [
+            {"file_name": f"copy_{row['file_name']}", "real_age": row["real_age"], "split": "test"},
+            {"file_name": f"flip_{row['file_name']}", "real_age": row["real_age"], "split": "train"},
+        ]
     pd.DataFrame(records).to_csv(root / "labels.csv", index=False)
     alone, _ = load_age_dataset(fixture_dir)
     first_split = _splits_of(alone)
@@ -377,6 +444,13 @@ def test_colliding_hashes_of_different_faces_are_flagged(tmp_path, fixture_dir, 
     assert near_duplicate_groups(rows) == [[0, 1, 2]]
     (group,) = conflicting_groups(rows)
     assert not group["same_photo"] and group["max_distance"] > data_module.SAME_PHOTO_DISTANCE
-    assert group["distances"][0] == group["distances"][2] == 0 and group["distances"][1] > data_module.SAME_PHOTO_DISTANCE
+    assert (
+        group["distances"][0] == group["distances"][2] == 0 and group["distances"][1] > data_module.SAME_PHOTO_DISTANCE
+    )
     summary = data_module.duplicate_summary(rows)
-    assert (summary["groups"], summary["unconfirmed"], summary["conflicting"], summary["conflicting_same_photo"]) == (1, 1, 1, 0)
+    assert (summary["groups"], summary["unconfirmed"], summary["conflicting"], summary["conflicting_same_photo"]) == (
+        1,
+        1,
+        1,
+        0,
+    )

@@ -22,8 +22,14 @@ import torch
 from age_model.training import AgeTrainingArguments, FaceTransform, resolve_precision
 from tests.conftest import REPO_ROOT, make_tiny_model
 
-CARD_AND_METRICS = {"README.md", "test_metrics.json", "eval_metrics.json", "data_summary.json", "training_options.json",
-                    "config.json"}
+CARD_AND_METRICS = {
+    "README.md",
+    "test_metrics.json",
+    "eval_metrics.json",
+    "data_summary.json",
+    "training_options.json",
+    "config.json",
+}
 
 
 def split_fixture(fixture_dir: Path, folder: Path, source: str) -> Path:
@@ -47,17 +53,63 @@ def test_torchrun_two_processes_write_and_push_once(tmp_path: Path, fixture_dir:
     base = make_tiny_model(tmp_path / "base", image_size=32)
     out, log = tmp_path / "run", tmp_path / "log"
     log.mkdir()
-    env = {**os.environ, "PYTHONPATH": str(REPO_ROOT), "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", "HF_TOKEN": "hf_fake",
-           "AGECHECK_PROBE_LOG": str(log)}
+    env = {
+        **os.environ,
+        "PYTHONPATH": str(REPO_ROOT),
+        "OMP_NUM_THREADS": "1",
+        "HF_HUB_OFFLINE": "1",
+        "HF_TOKEN": "hf_fake",
+        "AGECHECK_PROBE_LOG": str(log),
+    }
     env.pop("CUDA_VISIBLE_DEVICES", None)
-    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
-               str(REPO_ROOT / "tests" / "ddp_probe.py"),
-               "--data", str(chips), "--data", str(photos), "--base-model", str(base), "--output-dir", str(out),
-               "--image-size", "32", "--per-device-train-batch-size", "2", "--per-device-eval-batch-size", "1",
-               "--max-steps", "4", "--eval-strategy", "steps", "--save-strategy", "steps", "--eval-steps", "2",
-               "--save-steps", "2", "--logging-steps", "1", "--disable-tqdm", "true", "--seed", "1",
-               "--fp16", "False", "--bf16", "False", "--report-to", "none",
-               "--push-to-hub", "--hub-model-id", "someone/agecheck-ddp"]
+    command = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc-per-node",
+        "2",
+        str(REPO_ROOT / "tests" / "ddp_probe.py"),
+        "--data",
+        str(chips),
+        "--data",
+        str(photos),
+        "--base-model",
+        str(base),
+        "--output-dir",
+        str(out),
+        "--image-size",
+        "32",
+        "--per-device-train-batch-size",
+        "2",
+        "--per-device-eval-batch-size",
+        "1",
+        "--max-steps",
+        "4",
+        "--eval-strategy",
+        "steps",
+        "--save-strategy",
+        "steps",
+        "--eval-steps",
+        "2",
+        "--save-steps",
+        "2",
+        "--logging-steps",
+        "1",
+        "--disable-tqdm",
+        "true",
+        "--seed",
+        "1",
+        "--fp16",
+        "False",
+        "--bf16",
+        "False",
+        "--report-to",
+        "none",
+        "--push-to-hub",
+        "--hub-model-id",
+        "someone/agecheck-ddp",
+    ]
     result = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-5000:]
 
@@ -128,8 +180,9 @@ def test_fp32_asked_on_a_gpu_stays_fp32(monkeypatch: pytest.MonkeyPatch, tmp_pat
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: True)
     parser = HfArgumentParser(AgeTrainingArguments)
-    args, = parser.parse_args_into_dataclasses(["--output-dir", str(tmp_path), "--fp16", "False", "--bf16", "False",
-                                                "--use-cpu", "true"])
+    (args,) = parser.parse_args_into_dataclasses(
+        ["--output-dir", str(tmp_path), "--fp16", "False", "--bf16", "False", "--use-cpu", "true"]
+    )
     assert (args.fp16, args.bf16) == (False, False)
-    args, = parser.parse_args_into_dataclasses(["--output-dir", str(tmp_path), "--fp16", "--use-cpu", "true"])
+    (args,) = parser.parse_args_into_dataclasses(["--output-dir", str(tmp_path), "--fp16", "--use-cpu", "true"])
     assert (args.fp16, args.bf16) == (True, False)

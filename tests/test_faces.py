@@ -17,17 +17,22 @@ from age_model.faces import Face, ImageError, crop_face, detect_faces, expand_bo
 from age_model.faces.crops import CropSpec
 from age_model.modeling import AgeSettings
 
-
 # --------------------------------------------------------------------------- helpers
 
 
 def png_header_only(width: int, height: int) -> bytes:
     """A PNG whose header claims ``width`` x ``height``: a decompression bomb without allocating it."""
+
     def chunk(kind: bytes, data: bytes) -> bytes:
         return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
 
     header = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)  # 8-bit greyscale
-    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(b"\x00" * 64)) + chunk(b"IEND", b"")
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", header)
+        + chunk(b"IDAT", zlib.compress(b"\x00" * 64))
+        + chunk(b"IEND", b"")
+    )
 
 
 def encoded(image: Image.Image, fmt: str, **options) -> bytes:
@@ -402,7 +407,9 @@ def test_calibration_recovers_a_known_crop(fgnet_photos, fgnet_faces) -> None:
 
 
 def test_utkface_chips_need_the_aligned_crop_not_appa_margin(shared_dir: Path) -> None:
-    chips = [Image.open(p).convert("RGB") for p in sorted((shared_dir / "data" / "utkface" / "images").glob("*.jpg"))[:24]]
+    chips = [
+        Image.open(p).convert("RGB") for p in sorted((shared_dir / "data" / "utkface" / "images").glob("*.jpg"))[:24]
+    ]
     fit = faces.fit_crop(chips)
     assert fit.detected >= 22
     aligned = max(v for k, v in fit.iou.items() if k.startswith("aligned"))

@@ -23,9 +23,13 @@ Pool = multiprocessing.pool.Pool
 
 def test_parallel_votes_lose_nothing(store_url: str, spawn_pool: Pool) -> None:
     with FeedbackStore(store_url) as store:
-        ids = [store.register_sample(hashlib.sha256(bytes([i])).hexdigest(), source="utkface", original_label=30)
-               for i in range(5)]
-        results = spawn_pool.starmap(vote_worker, [(store_url, str(store.images.root), w, ids, 25) for w in range(WORKERS)])
+        ids = [
+            store.register_sample(hashlib.sha256(bytes([i])).hexdigest(), source="utkface", original_label=30)
+            for i in range(5)
+        ]
+        results = spawn_pool.starmap(
+            vote_worker, [(store_url, str(store.images.root), w, ids, 25) for w in range(WORKERS)]
+        )
         vote_ids = [v for r in results for v in r]
         assert len(vote_ids) == len(set(vote_ids)) == WORKERS * 25
         rows = store.votes()

@@ -23,8 +23,11 @@ ORDER = [3, 1, 0, 4, 2, 5]
 
 def small_dataset(with_id: bool = True) -> datasets.Dataset:
     images = [make_image(100 + i) for i in range(len(LABELS))]
-    columns = {"image": [{"bytes": b, "path": f"{i}.jpg"} for i, b in enumerate(images)], "age": LABELS,
-               "file": [f"{i}.jpg" for i in range(len(LABELS))]}
+    columns = {
+        "image": [{"bytes": b, "path": f"{i}.jpg"} for i, b in enumerate(images)],
+        "age": LABELS,
+        "file": [f"{i}.jpg" for i in range(len(LABELS))],
+    }
     features = {"image": datasets.Image(), "age": datasets.Value("float32"), "file": datasets.Value("string")}
     if with_id:
         columns["id"] = [hashlib.sha256(b).hexdigest() for b in images]
@@ -84,7 +87,9 @@ def test_predictions_callable_or_arrays_give_the_same_queue(tmp_path) -> None:
         by_call = ReviewQueue.for_dataset(store, ds, predictions=predict, source="utkface", batch_size=4)
         assert calls == [4, 2]
         ages, spreads = predict(list(ds["image"]))
-        by_array = ReviewQueue.for_dataset(store, small_dataset(), predictions={"age": ages, "spread": spreads}, source="utkface")
+        by_array = ReviewQueue.for_dataset(
+            store, small_dataset(), predictions={"age": ages, "spread": spreads}, source="utkface"
+        )
         estimates = [SimpleNamespace(age=a, spread=s) for a, s in zip(ages, spreads)]
         by_objects = ReviewQueue.for_dataset(store, small_dataset(), predictions=estimates, source="utkface")
         orders = [[(i.sample_id, i.model_age) for i in q.items()] for q in (by_call, by_array, by_objects)]
@@ -115,7 +120,8 @@ def test_submissions_queue_uses_recorded_estimates(store: FeedbackStore) -> None
 
 
 def test_annotators_in_separate_processes_never_share_an_item(
-    store_url: str, spawn_pool: multiprocessing.pool.Pool,
+    store_url: str,
+    spawn_pool: multiprocessing.pool.Pool,
 ) -> None:
     with FeedbackStore(store_url) as store:
         for i in range(4):
@@ -189,12 +195,24 @@ def conflict_dataset(tmp_path) -> datasets.Dataset:
     face = Image.linear_gradient("L").resize((64, 64)).convert("RGB")  # dark to light, top to bottom
     other = face.rotate(90)  # light to dark, left to right: another difference hash
     images = [encoded(face, 95), encoded(face, 60), encoded(other, 95)]
-    return datasets.Dataset.from_dict({
-        "image": [{"bytes": b, "path": f"{i}.jpg"} for i, b in enumerate(images)], "age": [19.0, 35.0, 50.0],
-        "id": [hashlib.sha256(b).hexdigest() for b in images], "file": [f"{i}.jpg" for i in range(3)],
-        "source": ["utkface"] * 3,
-    }, features=datasets.Features({"image": datasets.Image(), "age": datasets.Value("float32"), "id": datasets.Value("string"),
-                                   "file": datasets.Value("string"), "source": datasets.Value("string")}))
+    return datasets.Dataset.from_dict(
+        {
+            "image": [{"bytes": b, "path": f"{i}.jpg"} for i, b in enumerate(images)],
+            "age": [19.0, 35.0, 50.0],
+            "id": [hashlib.sha256(b).hexdigest() for b in images],
+            "file": [f"{i}.jpg" for i in range(3)],
+            "source": ["utkface"] * 3,
+        },
+        features=datasets.Features(
+            {
+                "image": datasets.Image(),
+                "age": datasets.Value("float32"),
+                "id": datasets.Value("string"),
+                "file": datasets.Value("string"),
+                "source": datasets.Value("string"),
+            }
+        ),
+    )
 
 
 def test_one_decision_settles_a_conflicting_group_and_training_uses_it(store: FeedbackStore, tmp_path) -> None:

@@ -15,9 +15,23 @@ import pytest
 from PIL import Image
 
 from age_model.feedback import (
-    FeedbackError, FeedbackStore, InvalidAgeError, InvalidAnnotatorError, InvalidFieldError, InvalidImageError,
-    LabelRules, NothingToUndoError, Status, StoreConnectionError, StoreURLError, UnknownSampleError, Vote,
-    aggregate, parse_store_url, sample_id_of, strip_metadata,
+    FeedbackError,
+    FeedbackStore,
+    InvalidAgeError,
+    InvalidAnnotatorError,
+    InvalidFieldError,
+    InvalidImageError,
+    LabelRules,
+    NothingToUndoError,
+    Status,
+    StoreConnectionError,
+    StoreURLError,
+    UnknownSampleError,
+    Vote,
+    aggregate,
+    parse_store_url,
+    sample_id_of,
+    strip_metadata,
 )
 from tests.feedback_support import make_image
 
@@ -28,8 +42,19 @@ def sid(n: int) -> str:
 
 def votes_of(*ages: float, reference: float | None = None) -> list[Vote]:
     now = datetime.now(UTC)
-    return [Vote(id=i + 1, sample_id="s", kind="vote", age=a, annotator=f"a{i}", created_at=now, source="d",
-                 previous_label=reference) for i, a in enumerate(ages)]
+    return [
+        Vote(
+            id=i + 1,
+            sample_id="s",
+            kind="vote",
+            age=a,
+            annotator=f"a{i}",
+            created_at=now,
+            source="d",
+            previous_label=reference,
+        )
+        for i, a in enumerate(ages)
+    ]
 
 
 # -- the rules, without a database ----------------------------------------------------------------
@@ -49,15 +74,20 @@ def test_aggregate_mean_std_and_statuses() -> None:
     assert aggregate("s", votes_of(26), original_label=30).status == Status.SETTLED  # same side of 18 and 25
     # without an original label the first vote's previous_label is the reference
     assert aggregate("s", votes_of(17, reference=19)).status == Status.PENDING_SECOND_OPINION
-    assert aggregate("s", votes_of(19), original_label=16, rules=LabelRules(require_second_opinion=False)).status == Status.SETTLED
+    assert (
+        aggregate("s", votes_of(19), original_label=16, rules=LabelRules(require_second_opinion=False)).status
+        == Status.SETTLED
+    )
     assert aggregate("s", votes_of(10, 40), rules=LabelRules(disagreement_std=20)).status == Status.SETTLED
 
 
 def test_aggregate_counts_each_annotator_once_and_ignores_retracted() -> None:
     now = datetime.now(UTC)
     rows = [
-        Vote(1, "s", "vote", 20.0, "ann", now, "d"), Vote(2, "s", "vote", 30.0, "ann", now, "d"),  # revote: latest counts
-        Vote(3, "s", "vote", 50.0, "bob", now, "d"), Vote(4, "s", "retract", None, "bob", now, "d", retracts=3),
+        Vote(1, "s", "vote", 20.0, "ann", now, "d"),
+        Vote(2, "s", "vote", 30.0, "ann", now, "d"),  # revote: latest counts
+        Vote(3, "s", "vote", 50.0, "bob", now, "d"),
+        Vote(4, "s", "retract", None, "bob", now, "d", retracts=3),
     ]
     label = aggregate("s", rows)
     assert label.age == 30.0 and label.num_votes == 1 and label.annotators == ("ann",)
@@ -71,7 +101,12 @@ def test_krippendorff_alpha_matches_the_formula_and_ignores_strangers() -> None:
 
     from age_model.feedback.aggregate import krippendorff_alpha
 
-    units = {"u1": [10.0, 12.0], "u2": [20.0, 18.0, 25.0], "u3": [30.0, 33.0], "u4": [41.0]}  # u4: one voice, unpairable
+    units = {
+        "u1": [10.0, 12.0],
+        "u2": [20.0, 18.0, 25.0],
+        "u3": [30.0, 33.0],
+        "u4": [41.0],
+    }  # u4: one voice, unpairable
     by_sample = {u: votes_of(*ages) for u, ages in units.items()}
     pairable = [ages for ages in units.values() if len(ages) > 1]
     values = [a for ages in pairable for a in ages]
@@ -80,7 +115,9 @@ def test_krippendorff_alpha_matches_the_formula_and_ignores_strangers() -> None:
     expected = 1 - (len(values) - 1) * within / between  # Krippendorff (2011), interval metric
     assert math.isclose(krippendorff_alpha(by_sample), expected, rel_tol=1e-9) and 0.8 < expected < 1
     now = datetime.now(UTC)
-    stranger = Vote(id=9, sample_id="s", kind="vote", age=80.0, annotator="public:0123456789ab", created_at=now, source="d")
+    stranger = Vote(
+        id=9, sample_id="s", kind="vote", age=80.0, annotator="public:0123456789ab", created_at=now, source="d"
+    )
     assert math.isclose(krippendorff_alpha({**by_sample, "u1": by_sample["u1"] + [stranger]}), expected)
     assert krippendorff_alpha({"u4": votes_of(41.0)}) is None  # nobody to agree with
     assert krippendorff_alpha({"u": votes_of(30.0, 30.0)}) == 1.0
@@ -96,8 +133,12 @@ def test_store_url_conventions(tmp_path: Path) -> None:
     assert "secret" not in loc.display()
     assert parse_store_url("postgres://u@h/db", images_dir="/x").url.drivername == "postgresql+psycopg"
     for bad, words in [
-        ("feedback.db", "not a store URL"), ("mysql://u@h/db", "unsupported"), ("sqlite://", "file path"),
-        ("sqlite:///:memory:", "file path"), ("postgresql://u@h/db", "images folder"), ("::::", "not a store URL"),
+        ("feedback.db", "not a store URL"),
+        ("mysql://u@h/db", "unsupported"),
+        ("sqlite://", "file path"),
+        ("sqlite:///:memory:", "file path"),
+        ("postgresql://u@h/db", "images folder"),
+        ("::::", "not a store URL"),
     ]:
         with pytest.raises(StoreURLError, match=words):
             parse_store_url(bad)
@@ -126,7 +167,9 @@ def test_strip_metadata_drops_gps_and_applies_orientation() -> None:
 def test_upload_stored_once_and_votes_append(store: FeedbackStore) -> None:
     raw = make_image(1, exif_gps=True)
     vote = store.add_upload(raw, 19, " alice ", consent=True, model_age=16.5, model_version="v1", note="ID shown")
-    assert vote.annotator == "alice" and vote.source == "upload" and vote.previous_label == 16.5  # the estimate it corrects
+    assert (
+        vote.annotator == "alice" and vote.source == "upload" and vote.previous_label == 16.5
+    )  # the estimate it corrects
     path = store.image_file(vote.sample_id)
     assert path is not None and sample_id_of(path.read_bytes()) == vote.sample_id
     with Image.open(path) as im:
@@ -135,7 +178,13 @@ def test_upload_stored_once_and_votes_append(store: FeedbackStore) -> None:
     assert again.sample_id == vote.sample_id and again.previous_label == 19.0
     assert len(list(store.images.files())) == 1 and len(store.samples()) == 1
     label = store.label(vote.sample_id)
-    assert (label.status, label.age, label.age_std, label.num_votes, label.consent) == (Status.SETTLED, 20.0, 1.0, 2, True)
+    assert (label.status, label.age, label.age_std, label.num_votes, label.consent) == (
+        Status.SETTLED,
+        20.0,
+        1.0,
+        2,
+        True,
+    )
     assert label.model_age == 16.5 and label.model_version == "v1"
     kept = store.add_image(raw, source="upload", strip=False)  # bytes as given: another sample
     assert kept == sample_id_of(raw) and kept != vote.sample_id
@@ -202,10 +251,18 @@ def test_bad_input_raises_and_stores_nothing(store: FeedbackStore, tmp_path: Pat
         (InvalidImageError, lambda: store.add_image(tmp_path / "nope.jpg", source="upload")),
         (InvalidAgeError, lambda: store.add_upload(good, 200, "a", consent=True)),
         (InvalidAnnotatorError, lambda: store.add_upload(good, 30, "", consent=True)),
-        (InvalidAgeError, lambda: store.add_votes([{"sample_id": known, "age": 30, "annotator": "a"},
-                                                   {"sample_id": known, "age": "x", "annotator": "b"}])),
-        (UnknownSampleError, lambda: store.add_votes([{"sample_id": known, "age": 30, "annotator": "a"},
-                                                      {"sample_id": sid(98), "age": 30, "annotator": "b"}])),
+        (
+            InvalidAgeError,
+            lambda: store.add_votes(
+                [{"sample_id": known, "age": 30, "annotator": "a"}, {"sample_id": known, "age": "x", "annotator": "b"}]
+            ),
+        ),
+        (
+            UnknownSampleError,
+            lambda: store.add_votes(
+                [{"sample_id": known, "age": 30, "annotator": "a"}, {"sample_id": sid(98), "age": 30, "annotator": "b"}]
+            ),
+        ),
         (UnknownSampleError, lambda: store.label(sid(97))),
     ]
     for error, call in cases:
@@ -219,8 +276,12 @@ def test_bad_input_raises_and_stores_nothing(store: FeedbackStore, tmp_path: Pat
 def test_add_votes_imports_in_one_transaction(store: FeedbackStore) -> None:
     s = store.register_sample(sid(6), source="fgnet", original_label=40)
     when = datetime(2025, 1, 2, 3, 4, 5, tzinfo=UTC)
-    votes = store.add_votes([{"sample_id": s, "age": 41, "annotator": "a", "created_at": when},
-                             {"sample_id": s, "age": 43, "annotator": "b", "note": "beard"}])
+    votes = store.add_votes(
+        [
+            {"sample_id": s, "age": 41, "annotator": "a", "created_at": when},
+            {"sample_id": s, "age": 43, "annotator": "b", "note": "beard"},
+        ]
+    )
     assert [v.age for v in store.votes(s)] == [41.0, 43.0] and votes[1].previous_label == 41.0
     assert store.votes(s)[0].created_at == when
 

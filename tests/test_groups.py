@@ -65,8 +65,10 @@ class FakePredictor:
         for source in sources:
             name = Path(source).stem if isinstance(source, (str, Path)) else source.decode()
             numbers = [float(n) for n in re.findall(r"\d+(?:\.\d+)?", name)]
-            faces = [FaceEstimate(box=(0.0, 0.0, 10.0, 10.0), age=a, spread=s, score=1.0)
-                     for a, s in zip(numbers[::2], numbers[1::2])]
+            faces = [
+                FaceEstimate(box=(0.0, 0.0, 10.0, 10.0), age=a, spread=s, score=1.0)
+                for a, s in zip(numbers[::2], numbers[1::2])
+            ]
             results.append(PhotoResult(faces=faces, size=(10, 10)))
         return results
 
@@ -77,8 +79,17 @@ class FakePredictor:
 def test_default_bands_and_the_uncertain_rule() -> None:
     bands = Bands()
     assert bands.names == DEFAULT_NAMES
-    assert [bands.name(a) for a in (-3, 0, 17.99, 18, 24.9, 25, 64.9, 65, 130)] == \
-        ["0-17", "0-17", "0-17", "18-24", "18-24", "25-34", "55-64", "65+", "65+"]
+    assert [bands.name(a) for a in (-3, 0, 17.99, 18, 24.9, 25, 64.9, 65, 130)] == [
+        "0-17",
+        "0-17",
+        "0-17",
+        "18-24",
+        "18-24",
+        "25-34",
+        "55-64",
+        "65+",
+        "65+",
+    ]
     assert bands.classify(30, 4) == ("25-34", "25-34")  # 26-34 stays inside
     assert bands.classify(30, 5.5) == (UNCERTAIN, "25-34")  # 24.5-35.5 crosses both edges
     assert bands.classify(2, 10) == ("0-17", "0-17")  # below 0 is still 0-17
@@ -97,8 +108,10 @@ def test_bands_are_configurable_and_checked() -> None:
 
 def test_summary_counts_and_shares_over_rows() -> None:
     bands = Bands()
-    rows = [FaceRow("x", 0, 0, 1, 1, age, spread, *bands.classify(age, spread))
-            for age, spread in ((20, 1), (21, 2), (30, 2), (30, 9), (70, 3))]
+    rows = [
+        FaceRow("x", 0, 0, 1, 1, age, spread, *bands.classify(age, spread))
+        for age, spread in ((20, 1), (21, 2), (30, 2), (30, 9), (70, 3))
+    ]
     rows.append(FaceRow("y", 0, 0, 0, 0, None, None, NO_FACE, ""))  # a photo without a face counts nowhere
     lines = {line.band: line for line in summarise(rows, bands)}
     assert list(lines) == DEFAULT_NAMES + [UNCERTAIN, "total"]
@@ -116,8 +129,17 @@ def test_a_run_with_known_ages(tmp_path: Path) -> None:
     report = GroupCounter(FakePredictor()).run([tmp_path])
     assert (report.photos, report.no_face, report.faces) == (4, 1, 4)
     by_band = {line.band: line.faces for line in report.summary()}
-    assert by_band == {"0-17": 0, "18-24": 1, "25-34": 1, "35-44": 0, "45-54": 0, "55-64": 0, "65+": 1,
-                       UNCERTAIN: 1, "total": 4}
+    assert by_band == {
+        "0-17": 0,
+        "18-24": 1,
+        "25-34": 1,
+        "35-44": 0,
+        "45-54": 0,
+        "55-64": 0,
+        "65+": 1,
+        UNCERTAIN: 1,
+        "total": 4,
+    }
     assert report.rows[0].file == str(tmp_path / "a_20_1.jpg")  # folder members named by the path given
 
 
@@ -136,10 +158,19 @@ def test_folder_one_row_per_face(predictor: AgePredictor, images: Path) -> None:
 
 
 def test_zip_read_in_memory(predictor: AgePredictor, photos: list[Path], tmp_path: Path) -> None:
-    archive = zip_of(tmp_path / "store 7.zip", {
-        "day1/a.jpg": photos[0].read_bytes(), "day1/b.JPG": photos[1].read_bytes(), "c.jpg": photos[2].read_bytes(),
-        "notes.txt": b"till 3", "__MACOSX/day1/._a.jpg": b"junk", "day1/.hidden.jpg": b"junk", "day2/": b"",
-    }, zipfile.ZIP_DEFLATED)
+    archive = zip_of(
+        tmp_path / "store 7.zip",
+        {
+            "day1/a.jpg": photos[0].read_bytes(),
+            "day1/b.JPG": photos[1].read_bytes(),
+            "c.jpg": photos[2].read_bytes(),
+            "notes.txt": b"till 3",
+            "__MACOSX/day1/._a.jpg": b"junk",
+            "day1/.hidden.jpg": b"junk",
+            "day2/": b"",
+        },
+        zipfile.ZIP_DEFLATED,
+    )
     before = sorted(p.name for p in tmp_path.iterdir())
     report = GroupCounter(predictor).run([("store 7.zip", archive)])
     assert sorted(p.name for p in tmp_path.iterdir()) == before  # nothing extracted
@@ -217,8 +248,10 @@ def test_bad_zips_are_refused_whole(predictor: AgePredictor, photos: list[Path],
     huge = zip_of(tmp_path / "huge.zip", {"a.jpg": photo, "b.jpg": photo})
     limits = Limits(zip_members=3, zip_bytes=10 * 2**20, member_bytes=8 * 2**20)
     expected = {
-        "corrupt.zip": "not a readable zip file", "truncated.zip": "not a readable zip file",
-        "many.zip": "4 files, more than the 3 allowed", "bomb.zip": "zip bomb",
+        "corrupt.zip": "not a readable zip file",
+        "truncated.zip": "not a readable zip file",
+        "many.zip": "4 files, more than the 3 allowed",
+        "bomb.zip": "zip bomb",
     }
     for name, text in expected.items():
         report = GroupCounter(predictor, limits=limits).run([(name, tmp_path / name)])  # named as the app names uploads
@@ -231,31 +264,40 @@ def test_bad_zips_are_refused_whole(predictor: AgePredictor, photos: list[Path],
     assert GroupCounter(predictor, limits=limits).run([good]).photos == 2
 
 
-def test_a_member_bigger_than_it_declares_is_not_read(predictor: AgePredictor, photos: list[Path], tmp_path: Path) -> None:
+def test_a_member_bigger_than_it_declares_is_not_read(
+    predictor: AgePredictor, photos: list[Path], tmp_path: Path
+) -> None:
     """A forged central directory (a small declared size over a big member) reads only the declared bytes."""
     photo = photos[0].read_bytes()
     archive = zip_of(tmp_path / "forged.zip", {"a.jpg": photo})
     data = bytearray(archive.read_bytes())
     directory = data.rindex(b"PK\x01\x02")
-    data[directory + 24:directory + 28] = (100).to_bytes(4, "little")  # uncompressed size: 100 bytes
+    data[directory + 24 : directory + 28] = (100).to_bytes(4, "little")  # uncompressed size: 100 bytes
     archive.write_bytes(bytes(data))
     report = GroupCounter(predictor).run([archive])
     assert report.photos == 0 and len(report.problems) == 1 and "forged.zip:a.jpg" in report.problems[0]
 
 
-def test_a_zip_declaring_too_many_entries_is_refused_before_parsing(predictor: AgePredictor, photos: list[Path],
-                                                                   tmp_path: Path) -> None:
+def test_a_zip_declaring_too_many_entries_is_refused_before_parsing(
+    predictor: AgePredictor, photos: list[Path], tmp_path: Path
+) -> None:
     archive = zip_of(tmp_path / "declares.zip", {"a.jpg": photos[0].read_bytes()})
     data = bytearray(archive.read_bytes())
     end = data.rindex(b"PK\x05\x06")
-    data[end + 8:end + 12] = (60000).to_bytes(2, "little") * 2  # entries on this disk, entries in all
+    data[end + 8 : end + 12] = (60000).to_bytes(2, "little") * 2  # entries on this disk, entries in all
     archive.write_bytes(bytes(data))
     report = GroupCounter(predictor, limits=Limits(zip_members=1000)).run([("declares.zip", archive)])
-    assert report.problems == ["declares.zip: 60,000 files, more than the 1,000 allowed in one zip; split it into smaller zips."]
+    assert report.problems == [
+        "declares.zip: 60,000 files, more than the 1,000 allowed in one zip; split it into smaller zips."
+    ]
 
 
-@pytest.mark.parametrize("member", ["../evil.jpg", "day1/../../evil.jpg", "/etc/evil.jpg", "C:/evil.jpg", "..\\evil.jpg"])
-def test_path_traversal_names_refuse_the_zip(predictor: AgePredictor, photos: list[Path], tmp_path: Path, member: str) -> None:
+@pytest.mark.parametrize(
+    "member", ["../evil.jpg", "day1/../../evil.jpg", "/etc/evil.jpg", "C:/evil.jpg", "..\\evil.jpg"]
+)
+def test_path_traversal_names_refuse_the_zip(
+    predictor: AgePredictor, photos: list[Path], tmp_path: Path, member: str
+) -> None:
     archive = tmp_path / "traversal.zip"
     with zipfile.ZipFile(archive, "w") as handle:
         handle.writestr("fine.jpg", photos[0].read_bytes())
@@ -267,7 +309,9 @@ def test_path_traversal_names_refuse_the_zip(predictor: AgePredictor, photos: li
 
 def test_safe_member_names() -> None:
     assert all(safe_member_name(n) for n in ("a.jpg", "day 1/a.jpg", "a..b.jpg", "..a.jpg"))
-    assert not any(safe_member_name(n) for n in ("", "/a.jpg", "\\a.jpg", "../a.jpg", "a/../../b.jpg", "D:a.jpg", "a\x00.jpg"))
+    assert not any(
+        safe_member_name(n) for n in ("", "/a.jpg", "\\a.jpg", "../a.jpg", "a/../../b.jpg", "D:a.jpg", "a\x00.jpg")
+    )
 
 
 def test_bad_videos_and_folders(predictor: AgePredictor, video: Path, tmp_path: Path) -> None:
@@ -282,9 +326,14 @@ def test_bad_videos_and_folders(predictor: AgePredictor, video: Path, tmp_path: 
     (empty / "readme.txt").write_text("no photos here")
     text = tmp_path / "notes.txt"
     text.write_text("hello")
-    cases = {garbage: "could not be opened", playlist: "not a video file agecheck reads",
-             truncated: "could not be opened|no frame could be read", empty: "the folder has no photos",
-             text: "not a photo, zip or video", tmp_path / "missing.jpg": "no such file"}
+    cases = {
+        garbage: "could not be opened",
+        playlist: "not a video file agecheck reads",
+        truncated: "could not be opened|no frame could be read",
+        empty: "the folder has no photos",
+        text: "not a photo, zip or video",
+        tmp_path / "missing.jpg": "no such file",
+    }
     for path, text_expected in cases.items():
         report = GroupCounter(predictor).run([path])
         assert not report.counted_anything and len(report.problems) == 1, (path, report.problems)
@@ -307,7 +356,9 @@ def test_what_was_counted_is_kept(predictor: AgePredictor, photos: list[Path], v
 def test_photo_limit_stops_and_keeps(predictor: AgePredictor, images: Path) -> None:
     report = GroupCounter(predictor, limits=Limits(photos=5), photo_batch=2).run([images])
     assert report.photos == 5 and report.faces >= 5
-    assert len(report.problems) == 1 and "Stopped after 5 photos" in report.problems[0] and "11 more" in report.problems[0]
+    assert (
+        len(report.problems) == 1 and "Stopped after 5 photos" in report.problems[0] and "11 more" in report.problems[0]
+    )
 
 
 # --------------------------------------------------------------------------- Dataset.map
@@ -316,16 +367,23 @@ def test_photo_limit_stops_and_keeps(predictor: AgePredictor, images: Path) -> N
 def test_face_rows_as_a_dataset_map(predictor: AgePredictor, photos: list[Path], tmp_path: Path) -> None:
     from datasets import Dataset, Features, Value
     from datasets import Image as ImageFeature
-
     from PIL import Image
 
     Image.new("RGB", (120, 100), (128, 128, 128)).save(tmp_path / "blank.png")
     files = [str(p) for p in photos[:2]] + [str(tmp_path / "blank.png")]
-    dataset = Dataset.from_dict({"image": files, "store": ["north", "north", "south"]},
-                                features=Features({"image": ImageFeature(), "store": Value("string")}))
+    dataset = Dataset.from_dict(
+        {"image": files, "store": ["north", "north", "south"]},
+        features=Features({"image": ImageFeature(), "store": Value("string")}),
+    )
     mapper = FaceRows(predictor=predictor)
-    rows = dataset.map(mapper, batched=True, batch_size=2, remove_columns=dataset.column_names,
-                       features=FaceRows.features(), keep_in_memory=True)
+    rows = dataset.map(
+        mapper,
+        batched=True,
+        batch_size=2,
+        remove_columns=dataset.column_names,
+        features=FaceRows.features(),
+        keep_in_memory=True,
+    )
     assert rows.column_names == list(FaceRows.features())
     faces = [r for r in rows if r["age"] is not None]
     assert len(faces) == len(GroupCounter(predictor).run(photos[:2]).rows)
@@ -333,10 +391,17 @@ def test_face_rows_as_a_dataset_map(predictor: AgePredictor, photos: list[Path],
     report = report_from_rows(rows)
     assert (report.photos, report.no_face, report.faces) == (3, 1, len(faces))
     # Undecoded bytes work too, and an unreadable image is a row, not a crash.
-    raw = Dataset.from_dict({"image": [{"bytes": b"junk", "path": "junk.jpg"}, {"bytes": photos[0].read_bytes(), "path": "p.jpg"}]},
-                            features=Features({"image": ImageFeature(decode=False)}))
-    mapped = raw.map(FaceRows(predictor=predictor), batched=True, remove_columns=["image"], features=FaceRows.features(),
-                     keep_in_memory=True)
+    raw = Dataset.from_dict(
+        {"image": [{"bytes": b"junk", "path": "junk.jpg"}, {"bytes": photos[0].read_bytes(), "path": "p.jpg"}]},
+        features=Features({"image": ImageFeature(decode=False)}),
+    )
+    mapped = raw.map(
+        FaceRows(predictor=predictor),
+        batched=True,
+        remove_columns=["image"],
+        features=FaceRows.features(),
+        keep_in_memory=True,
+    )
     assert mapped[0]["band"] == UNREADABLE and "not an image" in mapped[0]["note"] and mapped[1]["file"] == "p.jpg"
     assert report_from_rows(mapped).problems[0].startswith("junk.jpg:")
 
@@ -358,17 +423,45 @@ def read_csv(path: Path) -> list[dict[str, str]]:
         return list(csv.DictReader(handle))
 
 
-def test_cli_folder_zip_and_video(tiny_model_dir: Path, images: Path, photos: list[Path], video: Path,
-                                  tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+def test_cli_folder_zip_and_video(
+    tiny_model_dir: Path, images: Path, photos: list[Path], video: Path, tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
     archive = zip_of(tmp_path / "till.zip", {"a.jpg": photos[0].read_bytes(), "b.jpg": photos[1].read_bytes()})
     out = tmp_path / "faces.csv"
     summary = tmp_path / "summary.csv"
-    code = cli.main(["--model", str(tiny_model_dir), "--bands", "--csv", str(out), "--summary-csv", str(summary),
-                     "--every", "1", str(images), str(archive), str(video)])
+    code = cli.main(
+        [
+            "--model",
+            str(tiny_model_dir),
+            "--bands",
+            "--csv",
+            str(out),
+            "--summary-csv",
+            str(summary),
+            "--every",
+            "1",
+            str(images),
+            str(archive),
+            str(video),
+        ]
+    )
     printed = capsys.readouterr()
     assert code == 0, printed.err
     rows = read_csv(out)
-    assert list(rows[0]) == ["file", "time_s", "until_s", "frames", "x0", "y0", "x1", "y1", "age", "spread", "band", "estimate_band"]
+    assert list(rows[0]) == [
+        "file",
+        "time_s",
+        "until_s",
+        "frames",
+        "x0",
+        "y0",
+        "x1",
+        "y1",
+        "age",
+        "spread",
+        "band",
+        "estimate_band",
+    ]
     assert len(rows) == 16 + 2 + 3
     video_rows = [r for r in rows if r["file"] == str(video)]
     assert len(video_rows) == 3 and all(r["time_s"] != "" and int(r["frames"]) >= 3 for r in video_rows)
@@ -377,7 +470,9 @@ def test_cli_folder_zip_and_video(tiny_model_dir: Path, images: Path, photos: li
     lines = read_csv(summary)
     assert [line["band"] for line in lines] == DEFAULT_NAMES + [UNCERTAIN, "total"]
     assert lines[-1]["faces"] == "21" and sum(int(line["faces"]) for line in lines[:-1]) == 21
-    assert "Faces by age band: 21 faces in 18 photos (0 without a face) and 1 video (8 s, 8 frames sampled)" in printed.out
+    assert (
+        "Faces by age band: 21 faces in 18 photos (0 without a face) and 1 video (8 s, 8 frames sampled)" in printed.out
+    )
     assert "uncertain" in printed.out and "rows written to" in printed.out and "[100%] done" in printed.err
 
 
@@ -388,13 +483,19 @@ def test_cli_table_json_and_bands(tiny_model_dir: Path, photos: list[Path], caps
     assert cli.main(["--model", str(tiny_model_dir), "--bands", "--json", str(photos[0]), str(photos[1])]) == 0
     lines = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
     assert len(lines) == 3 and lines[0]["file"] == str(photos[0]) and "band" in lines[0]
-    assert lines[-1]["faces"] == 2 and lines[-1]["summary"][-1]["band"] == "total" and lines[-1]["rule"].startswith("uncertain")
+    assert (
+        lines[-1]["faces"] == 2
+        and lines[-1]["summary"][-1]["band"] == "total"
+        and lines[-1]["rule"].startswith("uncertain")
+    )
 
 
 def test_cli_errors(tiny_model_dir: Path, photos: list[Path], tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     assert cli.main(["--model", str(tiny_model_dir), "--csv", "x.csv", str(photos[0])]) == cli.EXIT_USAGE
     assert "only go with --bands" in capsys.readouterr().err
-    assert cli.main(["--model", str(tiny_model_dir), "--bands", "--band-edges", "30,20", str(photos[0])]) == cli.EXIT_USAGE
+    assert (
+        cli.main(["--model", str(tiny_model_dir), "--bands", "--band-edges", "30,20", str(photos[0])]) == cli.EXIT_USAGE
+    )
     assert "--band-edges" in capsys.readouterr().err
     assert cli.main(["--model", str(tiny_model_dir), "--bands", "--every", "0", str(photos[0])]) == cli.EXIT_USAGE
     capsys.readouterr()
@@ -408,8 +509,9 @@ def test_cli_errors(tiny_model_dir: Path, photos: list[Path], tmp_path: Path, ca
     assert "the folder has no photos" in err
 
 
-def test_cli_num_proc_gives_the_same_rows(tiny_model_dir: Path, images: Path, tmp_path: Path,
-                                          capsys: pytest.CaptureFixture) -> None:
+def test_cli_num_proc_gives_the_same_rows(
+    tiny_model_dir: Path, images: Path, tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
     one, two = tmp_path / "one.csv", tmp_path / "two.csv"
     base = ["--model", str(tiny_model_dir), "--bands", "--no-tta"]
     assert cli.main(base + ["--csv", str(one), str(images)]) == 0
@@ -423,16 +525,22 @@ def test_cli_num_proc_gives_the_same_rows(tiny_model_dir: Path, images: Path, tm
 
 def test_write_csv_skips_photos_without_faces() -> None:
     buffer = io.StringIO()
-    write_csv([FaceRow("a.jpg", 1, 2, 3, 4, 30.0, 2.0, "25-34", "25-34"),
-               FaceRow("b.jpg", 0, 0, 0, 0, None, None, NO_FACE, "")], buffer)
+    write_csv(
+        [
+            FaceRow("a.jpg", 1, 2, 3, 4, 30.0, 2.0, "25-34", "25-34"),
+            FaceRow("b.jpg", 0, 0, 0, 0, None, None, NO_FACE, ""),
+        ],
+        buffer,
+    )
     assert buffer.getvalue().splitlines()[1:] == ["a.jpg,,,1,1,2,3,4,30.0,2.0,25-34,25-34"]
 
 
 # --------------------------------------------------------------------------- the tab's function (no browser)
 
 
-def test_tab_function_counts_and_forgets_uploads(predictor: AgePredictor, photos: list[Path], video: Path,
-                                                 tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_tab_function_counts_and_forgets_uploads(
+    predictor: AgePredictor, photos: list[Path], video: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     import gradio as gr
 
     from age_model.ui.groups_tab import MAX_UPLOADS, count_groups
@@ -456,8 +564,11 @@ def test_tab_function_counts_and_forgets_uploads(predictor: AgePredictor, photos
     assert len(table) == 6 and {row[0] for row in table} == {photos[0].name, photos[1].name, video.name, "mine.jpg"}
     assert len(read_csv(Path(csv_path))) == 6 and Path(csv_path).is_relative_to(uploads)
     assert not any(Path(p).exists() for p in sent) and outside.exists()  # uploads deleted; other files never
-    for bad, message in (([], "No files yet"), ([1, 2], "list of uploaded files"),
-                         (["x"] * (MAX_UPLOADS + 1), "too many")):
+    for bad, message in (
+        ([], "No files yet"),
+        ([1, 2], "list of uploaded files"),
+        (["x"] * (MAX_UPLOADS + 1), "too many"),
+    ):
         with pytest.raises(gr.Error, match=message):
             count_groups(state, bad, 1.0)
     for every in ("1", 0.1, float("nan"), True):
@@ -486,9 +597,17 @@ def test_synthetic_video_has_the_faces_it_claims(images: Path, tmp_path: Path) -
 
     from age_model.faces import detect_faces, load_image
 
-    path = write_video(tmp_path / "v.mp4", [Scene(0.4, [Placed(images / "fgnet_082A18.JPG", 150, 80, 320)]), Scene(0.4, []),
-                                            Scene(0.4, [Placed(images / "fgnet_001A29.JPG", 20, 100, 300),
-                                                        Placed(images / "fgnet_071A43.JPG", 340, 100, 300)])])
+    path = write_video(
+        tmp_path / "v.mp4",
+        [
+            Scene(0.4, [Placed(images / "fgnet_082A18.JPG", 150, 80, 320)]),
+            Scene(0.4, []),
+            Scene(
+                0.4,
+                [Placed(images / "fgnet_001A29.JPG", 20, 100, 300), Placed(images / "fgnet_071A43.JPG", 340, 100, 300)],
+            ),
+        ],
+    )
     capture = cv2.VideoCapture(str(path))
     counts = []
     while True:

@@ -36,8 +36,9 @@ def app(tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFactory):
 def browser(tmp_path_factory: pytest.TempPathFactory):
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     with sync_api.sync_playwright() as playwright:
-        context = launch_chromium(playwright, tmp_path_factory.mktemp("chromium") / "profile",
-                                  viewport={"width": 1280, "height": 900})
+        context = launch_chromium(
+            playwright, tmp_path_factory.mktemp("chromium") / "profile", viewport={"width": 1280, "height": 900}
+        )
         context.set_default_timeout(TIMEOUT)
         yield context
         context.close()
@@ -57,8 +58,10 @@ def page(browser, app, request):
 def test_photos_zip_and_video_give_chart_table_and_csv(page, app, fixture_dir: Path, tmp_path: Path) -> None:
     images = fixture_dir / "images"
     photos = [images / "fgnet_005A61.JPG", images / "fgnet_009A05.JPG"]
-    archive = zip_of(tmp_path / "till-3.zip", {"a.jpg": (images / "fgnet_006A69.JPG").read_bytes(),
-                                               "b.jpg": (images / "fgnet_008A12.JPG").read_bytes()})
+    archive = zip_of(
+        tmp_path / "till-3.zip",
+        {"a.jpg": (images / "fgnet_006A69.JPG").read_bytes(), "b.jpg": (images / "fgnet_008A12.JPG").read_bytes()},
+    )
     video = three_faces_video(tmp_path / "entrance.mp4", images)
     page.locator("#groups_files input[type=file]").set_input_files([str(p) for p in (*photos, archive, video)])
     for name in ("fgnet_005A61", "fgnet_009A05", "till-3", "entrance"):  # (the page shows a name and its suffix apart)

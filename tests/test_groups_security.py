@@ -36,8 +36,12 @@ def test_the_endpoint_is_named(app) -> None:
 
 
 def test_server_paths_are_refused_and_never_deleted(app, server_photo: Path) -> None:
-    for path in (str(server_photo), "/etc/passwd", str(app["uploads"] / ".." / server_photo.name),
-                 f"../../../../..{server_photo}"):
+    for path in (
+        str(server_photo),
+        "/etc/passwd",
+        str(app["uploads"] / ".." / server_photo.name),
+        f"../../../../..{server_photo}",
+    ):
         event, output = call(app["url"], "age_groups", [[{"path": path, "meta": {"_type": "gradio.FileData"}}], 1.0])
         assert event in ("error", "refused"), (path, event, output)
     assert server_photo.is_file()
@@ -47,7 +51,11 @@ def test_server_paths_are_refused_and_never_deleted(app, server_photo: Path) -> 
 def test_strict_interval(app, fixture_dir: Path, every) -> None:
     photo = upload(app["url"], fixture_dir / "images" / "fgnet_082A18.JPG")
     event, output = call(app["url"], "age_groups", [[photo], every])
-    assert event == "error" and "/tmp" not in str(output), (every, event, output)  # the slider or our own check refuses it
+    assert event == "error" and "/tmp" not in str(output), (
+        every,
+        event,
+        output,
+    )  # the slider or our own check refuses it
 
 
 def test_hostile_zips_over_the_api(app, fixture_dir: Path, tmp_path: Path) -> None:
@@ -68,8 +76,11 @@ def test_hostile_zips_over_the_api(app, fixture_dir: Path, tmp_path: Path) -> No
         assert event == "error" and words in str(output) and "/tmp" not in str(output), (path, output)
     assert not Path("/etc/cron.d/evil.jpg").exists()
     # A good photo beside a bad zip: the photo is counted, the zip reported.
-    event, output = call(app["url"], "age_groups", [[upload(app["url"], fixture_dir / "images" / "fgnet_082A18.JPG"),
-                                                      upload(app["url"], traversal)], 1.0])
+    event, output = call(
+        app["url"],
+        "age_groups",
+        [[upload(app["url"], fixture_dir / "images" / "fgnet_082A18.JPG"), upload(app["url"], traversal)], 1.0],
+    )
     assert event == "complete", output
     assert "1 face in 1 photo" in output[0] and "traversal.zip: refused" in output[0]
 

@@ -26,9 +26,15 @@ SECRET = "space-oauth-secret"
 
 @pytest.fixture
 def on_a_space(monkeypatch: pytest.MonkeyPatch) -> None:
-    space = {"SYSTEM": "spaces", "SPACE_ID": "someone/agecheck", "SPACE_HOST": "someone-agecheck.hf.space",
-             "OAUTH_CLIENT_ID": "client-id", "OAUTH_CLIENT_SECRET": SECRET, "OAUTH_SCOPES": "openid profile",
-             "OPENID_PROVIDER_URL": "https://huggingface.co"}
+    space = {
+        "SYSTEM": "spaces",
+        "SPACE_ID": "someone/agecheck",
+        "SPACE_HOST": "someone-agecheck.hf.space",
+        "OAUTH_CLIENT_ID": "client-id",
+        "OAUTH_CLIENT_SECRET": SECRET,
+        "OAUTH_SCOPES": "openid profile",
+        "OPENID_PROVIDER_URL": "https://huggingface.co",
+    }
     for name, value in space.items():
         monkeypatch.setenv(name, value)
         if hasattr(oauth, name):  # gradio.oauth reads these when it is imported
@@ -37,15 +43,23 @@ def on_a_space(monkeypatch: pytest.MonkeyPatch) -> None:
 
 def signed_in_as(name: str) -> dict[str, str]:
     """The session cookie of a Hugging Face sign-in, as Gradio's /login/callback stores it."""
-    session = {"oauth_info": {"userinfo": {"preferred_username": name, "name": name}, "access_token": "hf_oauth",
-                              "scope": "openid profile", "expires_at": int(time.time()) + 3600}}
+    session = {
+        "oauth_info": {
+            "userinfo": {"preferred_username": name, "name": name},
+            "access_token": "hf_oauth",
+            "scope": "openid profile",
+            "expires_at": int(time.time()) + 3600,
+        }
+    }
     signer = itsdangerous.TimestampSigner(hashlib.sha256(f"{SECRET}-v4".encode()).hexdigest())
     return {"session": signer.sign(b64encode(json.dumps(session).encode())).decode()}
 
 
 @pytest.fixture
 def space_app(on_a_space, tiny_model_dir: Path, tmp_path: Path):
-    options = ServerOptions(model=str(tiny_model_dir), store=f"sqlite:///{tmp_path / 'fb.db'}", hf_annotators=("Alice",))
+    options = ServerOptions(
+        model=str(tiny_model_dir), store=f"sqlite:///{tmp_path / 'fb.db'}", hf_annotators=("Alice",)
+    )
     with TestClient(create_app(options), base_url="https://someone-agecheck.hf.space") as client:
         yield client
 
@@ -64,8 +78,9 @@ def test_others_are_sent_to_sign_in_or_refused(space_app: TestClient):
     for cookies in ({}, signed_in_as("mallory")):
         assert space_app.get("/annotate/config", cookies=cookies).status_code == 401
         assert space_app.get("/annotate/gradio_api/user", cookies=cookies).json() is None
-        join = space_app.post("/annotate/gradio_api/queue/join", cookies=cookies,
-                              json={"data": [], "fn_index": 0, "session_hash": "x"})
+        join = space_app.post(
+            "/annotate/gradio_api/queue/join", cookies=cookies, json={"data": [], "fn_index": 0, "session_hash": "x"}
+        )
         assert join.status_code == 401  # the annotators' API is closed too, not only the page
 
 
@@ -77,15 +92,23 @@ def test_public_page_offers_the_sign_in(space_app: TestClient):
     assert {"/login/huggingface", "/login/callback", "/logout"} <= routes  # Gradio's OAuth routes, at the root
 
 
-def test_hugging_face_sign_in_off_a_space_says_why(tiny_model_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+def test_hugging_face_sign_in_off_a_space_says_why(
+    tiny_model_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+):
     monkeypatch.delenv("SYSTEM", raising=False)
-    options = ServerOptions(model=str(tiny_model_dir), store=f"sqlite:///{tmp_path / 'fb.db'}", hf_annotators=("alice",))
+    options = ServerOptions(
+        model=str(tiny_model_dir), store=f"sqlite:///{tmp_path / 'fb.db'}", hf_annotators=("alice",)
+    )
     with pytest.raises(HfLoginError, match="Space only"):
         create_app(options)
 
 
 def test_passwords_and_hugging_face_sign_in_are_not_mixed(on_a_space, tiny_model_dir: Path, tmp_path: Path):
-    options = ServerOptions(model=str(tiny_model_dir), store=f"sqlite:///{tmp_path / 'fb.db'}",
-                            hf_annotators=("alice",), annotators={"bob": "pw"})
+    options = ServerOptions(
+        model=str(tiny_model_dir),
+        store=f"sqlite:///{tmp_path / 'fb.db'}",
+        hf_annotators=("alice",),
+        annotators={"bob": "pw"},
+    )
     with pytest.raises(HfLoginError, match="not both"):
         create_app(options)

@@ -18,17 +18,32 @@ from age_model.cards import render_feedback_card
 from tests.conftest import REPO_ROOT, make_tiny_model
 
 # the model, its processor, the regenerated card and the metric records behind it; no checkpoints or logs
-MODEL_UPLOAD = {"README.md", "config.json", "model.safetensors", "preprocessor_config.json",
-                "test_metrics.json", "eval_metrics.json", "data_summary.json"}
+MODEL_UPLOAD = {
+    "README.md",
+    "config.json",
+    "model.safetensors",
+    "preprocessor_config.json",
+    "test_metrics.json",
+    "eval_metrics.json",
+    "data_summary.json",
+}
 
 
 @pytest.fixture(scope="module")
 def run_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A tiny train.py-like run: model files, metrics JSON and the clutter that must not be uploaded."""
     run = make_tiny_model(tmp_path_factory.mktemp("run"))
-    (run / "test_metrics.json").write_text(json.dumps({"test_mae": 6.4821, "test_cs5": 0.5512, "test_mae_65plus": 11.3, "test_n": 16}))
+    (run / "test_metrics.json").write_text(
+        json.dumps({"test_mae": 6.4821, "test_cs5": 0.5512, "test_mae_65plus": 11.3, "test_n": 16})
+    )
     (run / "eval_metrics.json").write_text(json.dumps({"eval_mae": 6.9, "eval_loss": 0.4}))
-    summary = {"name": "utkface", "source": "../shared/data/fixture", "target": "real", "splits": {"train": 8, "validation": 4, "test": 4}, "feedback": None}
+    summary = {
+        "name": "utkface",
+        "source": "../shared/data/fixture",
+        "target": "real",
+        "splits": {"train": 8, "validation": 4, "test": 4},
+        "feedback": None,
+    }
     (run / "data_summary.json").write_text(json.dumps(summary))
     (run / "README.md").write_text("---\nlicense: apache-2.0\n---\nTrainer's card\n")
     (run / "checkpoint-10").mkdir()
@@ -46,14 +61,20 @@ def export_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     from PIL import Image as PILImage
 
     export = tmp_path_factory.mktemp("export")
-    features = Features({"image": Image(), "age": Value("float32"), "sample_id": Value("string"), "annotator": Value("string")})
+    features = Features(
+        {"image": Image(), "age": Value("float32"), "sample_id": Value("string"), "annotator": Value("string")}
+    )
     rows = {
         "image": [PILImage.new("RGB", (8, 8), color) for color in ("red", "green", "blue")],
-        "age": [21.0, 34.5, 70.0], "sample_id": ["a1", "b2", "c3"], "annotator": ["alice", "bob", "alice"],
+        "age": [21.0, 34.5, 70.0],
+        "sample_id": ["a1", "b2", "c3"],
+        "annotator": ["alice", "bob", "alice"],
     }
     (export / "data").mkdir()
     Dataset.from_dict(rows, features=features).to_parquet(str(export / "data" / "train-00000-of-00001.parquet"))
-    render_feedback_card({"num_samples": 3, "num_votes": 3, "annotators": {"alice": 2, "bob": 1}}).save(export / "README.md")
+    render_feedback_card({"num_samples": 3, "num_votes": 3, "annotators": {"alice": 2, "bob": 1}}).save(
+        export / "README.md"
+    )
     (export / "feedback.db").write_bytes(b"SQLite format 3\0")
     (export / "feedback.db-wal").write_bytes(b"")
     return export
@@ -71,7 +92,9 @@ def no_token(monkeypatch: pytest.MonkeyPatch) -> None:
 # ---------------------------------------------------------------- model
 
 
-def test_model_dry_run_is_exactly_the_upload_and_loads(run_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+def test_model_dry_run_is_exactly_the_upload_and_loads(
+    run_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
     from transformers import AutoImageProcessor, AutoModelForImageClassification
 
     out = tmp_path / "out"
@@ -98,7 +121,9 @@ def test_wrong_run_folder_is_a_clear_error(tmp_path: Path, capsys: pytest.Captur
     assert "model.safetensors" in capsys.readouterr().err
 
 
-def test_missing_token_gives_one_clear_message(run_dir: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture) -> None:
+def test_missing_token_gives_one_clear_message(
+    run_dir: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
+) -> None:
     no_token(monkeypatch)
     before = files_in(run_dir)
     api = mock.MagicMock()
@@ -119,7 +144,9 @@ def test_offline_hub_gives_one_clear_message(run_dir: Path) -> None:
     api.upload_folder.assert_not_called()
 
 
-def test_unreachable_hub_gives_one_clear_message(run_dir: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture) -> None:
+def test_unreachable_hub_gives_one_clear_message(
+    run_dir: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
+) -> None:
     """A real HfApi against a closed local port: the connection error becomes the message, exit code 2."""
     monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
     from huggingface_hub import HfApi
@@ -130,7 +157,9 @@ def test_unreachable_hub_gives_one_clear_message(run_dir: Path, monkeypatch: pyt
     assert "could not be reached" in err and "Traceback" not in err and str(run_dir.resolve()) in err
 
 
-@pytest.mark.parametrize("status, says", [(401, "rejected the token"), (403, "may not write"), (500, "answered HTTP 500")])
+@pytest.mark.parametrize(
+    "status, says", [(401, "rejected the token"), (403, "may not write"), (500, "answered HTTP 500")]
+)
 def test_hub_refusals_are_explained(run_dir: Path, status: int, says: str) -> None:
     from huggingface_hub.errors import HfHubHTTPError
 
@@ -143,13 +172,17 @@ def test_hub_refusals_are_explained(run_dir: Path, status: int, says: str) -> No
 
 
 @pytest.mark.parametrize("flag, private", [([], True), (["--private"], True), (["--public"], False)])
-def test_push_uploads_the_staged_folder(run_dir: Path, monkeypatch: pytest.MonkeyPatch, flag: list[str], private: bool) -> None:
+def test_push_uploads_the_staged_folder(
+    run_dir: Path, monkeypatch: pytest.MonkeyPatch, flag: list[str], private: bool
+) -> None:
     uploaded: dict[str, set[str]] = {}
     api = mock.MagicMock()
     api.upload_folder.side_effect = lambda **kw: uploaded.setdefault("files", files_in(Path(kw["folder_path"])))
     monkeypatch.setattr(hub, "HfApi", lambda **_: api)
     assert hub.main(["push-model", str(run_dir), "--repo-id", "acme/agecheck-tiny", "--token", "hf_x", *flag]) == 0
-    api.create_repo.assert_called_once_with("acme/agecheck-tiny", token="hf_x", private=private, repo_type="model", exist_ok=True)
+    api.create_repo.assert_called_once_with(
+        "acme/agecheck-tiny", token="hf_x", private=private, repo_type="model", exist_ok=True
+    )
     assert uploaded["files"] == MODEL_UPLOAD
 
 
@@ -161,7 +194,9 @@ def test_feedback_dry_run_loads_with_datasets(export_dir: Path, tmp_path: Path) 
     from PIL import Image
 
     out = tmp_path / "out"
-    assert hub.main(["push-feedback", str(export_dir), "--repo-id", "acme/agecheck-feedback", "--dry-run", str(out)]) == 0
+    assert (
+        hub.main(["push-feedback", str(export_dir), "--repo-id", "acme/agecheck-feedback", "--dry-run", str(out)]) == 0
+    )
     assert files_in(out) == {"README.md", "data/train-00000-of-00001.parquet"}  # the live store stays behind
     data = load_dataset(str(out))
     assert data["train"].num_rows == 3 and data["train"]["age"] == [21.0, 34.5, 70.0]
@@ -216,7 +251,11 @@ def test_feedback_cli_offline_exits_2_without_traceback(export_dir: Path) -> Non
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_TOKEN": "hf_fake", "PYTHONPATH": str(REPO_ROOT)}
     result = subprocess.run(
         [sys.executable, "-m", "age_model.hub", "push-feedback", str(export_dir), "--repo-id", "acme/fb"],
-        capture_output=True, text=True, env=env, cwd=REPO_ROOT, timeout=120,
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=REPO_ROOT,
+        timeout=120,
     )
     assert result.returncode == 2, result.stderr
     assert "HF_HUB_OFFLINE" in result.stderr and str(export_dir.resolve()) in result.stderr

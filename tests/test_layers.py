@@ -28,10 +28,15 @@ def test_the_store_does_not_know_about_publishing(path: Path) -> None:
     if path.name == "cli.py":  # an entry point may publish (lazily, inside its command)
         return
     forbidden = {"age_model.cards", "age_model.hub", "age_model.publish", "age_model.ui"}
-    assert not {name for name in module_level_imports(path) if any(name == f or name.startswith(f + ".") for f in forbidden)}
+    assert not {
+        name for name in module_level_imports(path) if any(name == f or name.startswith(f + ".") for f in forbidden)
+    }
 
 
-@pytest.mark.parametrize("path", sorted(p for p in PACKAGE.rglob("*.py") if "ui" not in p.relative_to(PACKAGE).parts[:1]
-                                        and p.name != "app.py"), ids=lambda p: str(p.relative_to(PACKAGE)))
+@pytest.mark.parametrize(
+    "path",
+    sorted(p for p in PACKAGE.rglob("*.py") if "ui" not in p.relative_to(PACKAGE).parts[:1] and p.name != "app.py"),
+    ids=lambda p: str(p.relative_to(PACKAGE)),
+)
 def test_the_library_does_not_import_the_pages(path: Path) -> None:
     assert not {name for name in module_level_imports(path) if name.startswith("age_model.ui")}

@@ -133,7 +133,11 @@ def test_crop_defaults_have_one_home():
     stored = {f.name: f.default for f in fields(AgeSettings)}
     spec = {f.name: f.default for f in fields(CropSpec)}
     assert (stored["crop_style"], stored["crop_margin"], stored["align_scale"], stored["align_shift"]) == (
-        spec["style"], spec["margin"], spec["align_scale"], spec["align_shift"])
+        spec["style"],
+        spec["margin"],
+        spec["align_scale"],
+        spec["align_shift"],
+    )
     cli = ModelArguments()
     assert (cli.crop_style, cli.crop_margin) == (DEFAULT_CROP.style, DEFAULT_CROP.margin)
 

@@ -18,7 +18,9 @@ from age_model.metrics.age_error import age_error
 from age_model.repo_ids import is_repo_id
 
 
-@pytest.mark.parametrize("age, accepted", [(0.0, True), (120.0, True), (120.5, False), (-0.5, False), (float("nan"), False)])
+@pytest.mark.parametrize(
+    "age, accepted", [(0.0, True), (120.0, True), (120.5, False), (-0.5, False), (float("nan"), False)]
+)
 def test_data_loader_and_feedback_store_accept_the_same_ages(age: float, accepted: bool, tmp_path: Path) -> None:
     """A label the loader takes is one an annotator may enter, and the other way round."""
     options, report = LoadOptions(), LoadReport("csv", faces="cropped")
@@ -48,7 +50,14 @@ def test_metric_cards_and_benchmark_share_the_bands() -> None:
     labels = ages.band_labels()
     assert labels == ["under 13", "13-17", "18-24", "25-34", "35-44", "45-54", "55-64", "65+"]
     assert list(cards.age_band_counts([1, 17, 18, 24, 25, 99])) == labels  # cards count in these very bands
-    assert [ages.band_of(a) for a in (12.9, 13, 24.99, 25, 64.9, 65)] == ["under 13", "13-17", "18-24", "25-34", "55-64", "65+"]
+    assert [ages.band_of(a) for a in (12.9, 13, 24.99, 25, 64.9, 65)] == [
+        "under 13",
+        "13-17",
+        "18-24",
+        "25-34",
+        "55-64",
+        "65+",
+    ]
     with pytest.raises(KeyError, match="not an age band"):
         ages.band_label("under18")
 
@@ -68,10 +77,23 @@ def test_cards_read_split_names_as_the_loader_does(alias: str) -> None:
     assert card_stats.split_name(alias) == SPLIT_ALIASES[alias] == card_stats.split_name(f" {alias.upper()} ")
 
 
-@pytest.mark.parametrize("value, hub", [("google/efficientnet-b0", True), ("org/name.v2", True), ("../shared/weights/x", False),
-                                        ("./org/name", False), ("/abs/path", False), ("a/b/c", False), ("org--x/y", False),
-                                        ("name-only", False), ("~/models/x", False)])
-def test_one_repo_id_rule_for_loaders_cards_and_cli(value: str, hub: bool, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.mark.parametrize(
+    "value, hub",
+    [
+        ("google/efficientnet-b0", True),
+        ("org/name.v2", True),
+        ("../shared/weights/x", False),
+        ("./org/name", False),
+        ("/abs/path", False),
+        ("a/b/c", False),
+        ("org--x/y", False),
+        ("name-only", False),
+        ("~/models/x", False),
+    ],
+)
+def test_one_repo_id_rule_for_loaders_cards_and_cli(
+    value: str, hub: bool, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.chdir(tmp_path)
     assert is_repo_id(value) is hub and model_card.is_repo_id is is_repo_id
     if hub:

@@ -20,13 +20,32 @@ from tests.app_support import EXAMPLE_PHOTO
 from tests.conftest import REPO_ROOT
 
 # What never goes into a build: tools, data and caches (the copy keeps the test from writing build/ into the clone).
-NOT_BUILT = (".git", ".venv", "build", "dist", "*.egg-info", "__pycache__", ".pytest_cache", "tests", "bench", "docs",
-             "runs", "outputs", "feedback_data", ".gradio", ".cache", ".whl", ".carry")
+NOT_BUILT = (
+    ".git",
+    ".venv",
+    "build",
+    "dist",
+    "*.egg-info",
+    "__pycache__",
+    ".pytest_cache",
+    "tests",
+    "bench",
+    "docs",
+    "runs",
+    "outputs",
+    "feedback_data",
+    ".gradio",
+    ".cache",
+    ".whl",
+    ".carry",
+)
 
 
 def _run(command: list[str], cwd: Path, timeout: float = 180) -> subprocess.CompletedProcess:
     env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "AGE_MODEL", "VIRTUAL_ENV")}
-    env.update(HF_HUB_OFFLINE="1", HF_DATASETS_OFFLINE="1", HF_HUB_DISABLE_TELEMETRY="1", PIP_DISABLE_PIP_VERSION_CHECK="1")
+    env.update(
+        HF_HUB_OFFLINE="1", HF_DATASETS_OFFLINE="1", HF_HUB_DISABLE_TELEMETRY="1", PIP_DISABLE_PIP_VERSION_CHECK="1"
+    )
     result = subprocess.run(command, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
     assert result.returncode == 0, f"{command}\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}"
     return result
@@ -41,9 +60,13 @@ def installed(tmp_path_factory: pytest.TempPathFactory) -> Path:
     env_dir = root / "venv"
     _run([sys.executable, "-m", "venv", "--without-pip", str(env_dir)], cwd=root)
     python = env_dir / "bin" / "python"
-    purelib = _run([str(python), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"], cwd=root).stdout.strip()
+    purelib = _run(
+        [str(python), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"], cwd=root
+    ).stdout.strip()
     Path(purelib, "_dependencies_from_test_runner.pth").write_text(sysconfig.get_paths()["purelib"] + "\n")
-    _run([str(python), "-m", "pip", "install", "--no-deps", "--no-build-isolation", "--no-index", str(source)], cwd=root)
+    _run(
+        [str(python), "-m", "pip", "install", "--no-deps", "--no-build-isolation", "--no-index", str(source)], cwd=root
+    )
     shutil.rmtree(source)  # the installed package must not need its source
     return env_dir / "bin"
 
@@ -57,13 +80,21 @@ def test_installed_package_predicts_from_any_folder_with_the_shipped_model(insta
     assert record["faces"], record
     assert 10 < record["faces"][0]["age"] < 90
 
-    where = _run([str(installed / "python"), "-c", (
-        "import json, age_model, age_model.resources as r, age_model.cards as c, age_model.faces as f\n"
-        "from age_model.metrics import load_age_error\n"
-        "m = load_age_error().compute(predictions=[30.0], references=[32.0], threshold=25.0)\n"
-        "print(json.dumps({'package': age_model.__file__, 'model': str(r.DEFAULT_MODEL), 'examples': str(r.EXAMPLES_DIR),"
-        " 'templates': str(c.TEMPLATES_DIR), 'yunet': str(f.YUNET_PATH), 'mae': m['mae']}))"
-    )], cwd=elsewhere)
+    where = _run(
+        [
+            str(installed / "python"),
+            "-c",
+            (
+                "import json, age_model, age_model.resources as r, age_model.cards as c, age_model.faces as f\n"
+                "from age_model.metrics import load_age_error\n"
+                "m = load_age_error().compute(predictions=[30.0], references=[32.0], threshold=25.0)\n"
+                "print(json.dumps({'package': age_model.__file__, 'model': str(r.DEFAULT_MODEL), 'examples': "
+                "str(r.EXAMPLES_DIR),"
+                " 'templates': str(c.TEMPLATES_DIR), 'yunet': str(f.YUNET_PATH), 'mae': m['mae']}))"
+            ),
+        ],
+        cwd=elsewhere,
+    )
     paths = json.loads(where.stdout)
     prefix = str(installed.parent)
     for name in ("package", "model", "examples", "templates", "yunet"):
@@ -79,7 +110,11 @@ def test_installed_package_renders_cards_and_lists_every_subpackage(installed: P
     )
     card = _run([str(installed / "python"), "-c", script], cwd=tmp_path).stdout
     assert "library_name: transformers" in card
-    package = Path(_run([str(installed / "python"), "-c", "import age_model; print(age_model.__file__)"], cwd=tmp_path).stdout.strip()).parent
+    package = Path(
+        _run(
+            [str(installed / "python"), "-c", "import age_model; print(age_model.__file__)"], cwd=tmp_path
+        ).stdout.strip()
+    ).parent
     in_repo = {p.parent.relative_to(REPO_ROOT) for p in (REPO_ROOT / "age_model").rglob("__init__.py")}
     missing = sorted(str(p) for p in in_repo if not (package.parent / p / "__init__.py").is_file())
     assert not missing, f"add these packages to pyproject.toml's [tool.setuptools] packages: {missing}"

@@ -151,7 +151,9 @@ def test_cli_json_lines_parse(tiny_model_dir: Path, photos: list[Path], tmp_path
 
     threads = (torch.get_num_threads(), cv2.getNumThreads())
     try:
-        code = cli.main(["--model", str(tiny_model_dir), "--json", "--no-tta", "--threads", "1", str(photos[0]), str(broken)])
+        code = cli.main(
+            ["--model", str(tiny_model_dir), "--json", "--no-tta", "--threads", "1", str(photos[0]), str(broken)]
+        )
         assert torch.get_num_threads() == 1
     finally:  # the option is process-wide: give the other tests their threads back
         torch.set_num_threads(threads[0])
@@ -183,8 +185,13 @@ def test_cli_default_model_comes_from_env(monkeypatch, tiny_model_dir: Path) -> 
 
 
 def test_cli_runs_as_a_module(tiny_model_dir: Path, photos: list[Path]) -> None:
-    done = subprocess.run([sys.executable, "-m", "age_model.predict", "--json", "--model", str(tiny_model_dir), str(photos[0])],
-                          cwd=REPO_ROOT, capture_output=True, text=True, timeout=120)
+    done = subprocess.run(
+        [sys.executable, "-m", "age_model.predict", "--json", "--model", str(tiny_model_dir), str(photos[0])],
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert done.returncode == 0, done.stderr
     assert json.loads(done.stdout)["faces"]
 

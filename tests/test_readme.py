@@ -30,8 +30,12 @@ def test_commands_use_the_venv_or_the_console_scripts():
 
 
 def test_every_option_the_readme_gives_exists_in_its_one_spelling():
-    parsers = {"train.py": train_parser(), "agecheck-train": train_parser(), "app.py": app.build_parser(),
-               "agecheck-app": app.build_parser()}
+    parsers = {
+        "train.py": train_parser(),
+        "agecheck-train": train_parser(),
+        "app.py": app.build_parser(),
+        "agecheck-app": app.build_parser(),
+    }
     checked = 0
     for line in command_lines():
         for command, parser in parsers.items():
@@ -48,5 +52,7 @@ def test_space_front_matter():
     front = yaml.safe_load(README.split("---\n")[1])
     assert front["sdk"] == "gradio" and (REPO_ROOT / front["app_file"]).is_file()
     assert str(front["python_version"]) == "3.11"
-    pinned = re.search(r"^gradio(?:\[oauth\])?==(\S+)", (REPO_ROOT / "requirements.txt").read_text(), flags=re.M).group(1)
+    pinned = re.search(r"^gradio(?:\[oauth\])?==(\S+)", (REPO_ROOT / "requirements.txt").read_text(), flags=re.M).group(
+        1
+    )
     assert front["sdk_version"] == pinned

@@ -83,10 +83,19 @@ def secrets_on_disk(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]
 def app(tiny_model_dir: Path, secrets_on_disk: dict[str, Path], tmp_path_factory: pytest.TempPathFactory):
     store_dir = tmp_path_factory.mktemp("secure_store")
     store_url = f"sqlite:///{store_dir / 'feedback.db'}"
-    with serve_app(tiny_model_dir, store_url, annotators=USERS, annotators_file=str(secrets_on_disk["annotators"]),
-                   guard=GuardPolicy(per_address_bytes=3 * 1024 * 1024, total_bytes=50 * 1024 * 1024)) as url:
-        yield {"url": url, "store_url": store_url, "store_dir": store_dir,
-               "uploads": Path(os.environ["GRADIO_TEMP_DIR"])}
+    with serve_app(
+        tiny_model_dir,
+        store_url,
+        annotators=USERS,
+        annotators_file=str(secrets_on_disk["annotators"]),
+        guard=GuardPolicy(per_address_bytes=3 * 1024 * 1024, total_bytes=50 * 1024 * 1024),
+    ) as url:
+        yield {
+            "url": url,
+            "store_url": store_url,
+            "store_dir": store_dir,
+            "uploads": Path(os.environ["GRADIO_TEMP_DIR"]),
+        }
 
 
 def attack_paths(secrets_on_disk: dict[str, Path], app: dict) -> list[str]:
@@ -115,7 +124,12 @@ def test_no_endpoint_reads_a_server_path(app, secrets_on_disk, api):
         data = [payload, 25] if api == "predict" else [payload, 1, 30, True, ""]
         event, output = call(app["url"], api, data)
         assert event in ("error", "refused"), (path, event, output)
-    for target in ("/etc/passwd", str(secrets_on_disk["annotators"]), str(REPO_ROOT / "README.md"), str(secrets_on_disk["photo"])):
+    for target in (
+        "/etc/passwd",
+        str(secrets_on_disk["annotators"]),
+        str(REPO_ROOT / "README.md"),
+        str(secrets_on_disk["photo"]),
+    ):
         assert files_with_bytes(app["uploads"], Path(target).read_bytes()) == [], target
 
 
@@ -125,8 +139,15 @@ def test_file_route_serves_no_server_file(app, secrets_on_disk):
     FeedbackStore(app["store_url"]).close()  # make sure it exists
     with httpx.Client(base_url=app["url"], timeout=30) as http:
         for prefix in ("", "/annotate"):
-            for path in ["/etc/passwd", str(secrets_on_disk["annotators"]), str(db), str(secrets_on_disk["symlink"]),
-                         str(REPO_ROOT / "README.md"), "../../etc/passwd", urllib.parse.quote("/etc/passwd", safe="")]:
+            for path in [
+                "/etc/passwd",
+                str(secrets_on_disk["annotators"]),
+                str(db),
+                str(secrets_on_disk["symlink"]),
+                str(REPO_ROOT / "README.md"),
+                "../../etc/passwd",
+                urllib.parse.quote("/etc/passwd", safe=""),
+            ]:
                 response = http.get(f"{prefix}/gradio_api/file={path}")
                 assert response.status_code in (401, 403, 404), (prefix, path, response.status_code)
                 assert b"root:" not in response.content and b"correct-horse" not in response.content
@@ -155,8 +176,15 @@ def test_readers_of_the_store_never_disturb_a_writer(tmp_path: Path):
         acknowledged.append(store.add_vote(sample_id, 20 + i % 30, f"annotator{i % 7}").id)
         if i % 20 == 0:
             command = commands[(i // 20) % len(commands)]
-            readers.append(subprocess.Popen([sys.executable, "-m", "age_model.feedback", *command, "--store", url],
-                                            cwd=tmp_path, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE))
+            readers.append(
+                subprocess.Popen(
+                    [sys.executable, "-m", "age_model.feedback", *command, "--store", url],
+                    cwd=tmp_path,
+                    env=env,
+                    stdout=subprocess.DEVNULL,
+                    stderr=subprocess.PIPE,
+                )
+            )
     for reader in readers:
         _, err = reader.communicate(timeout=120)
         assert reader.returncode == 0, err.decode()[-500:]
@@ -180,8 +208,11 @@ def test_consent_must_be_a_json_boolean(app, consent):
 def test_threshold_nan_and_other_junk_refused(app):
     photo = upload(app["url"], EXAMPLE_PHOTO)
     with httpx.Client(base_url=app["url"], timeout=60) as http:  # a bare NaN token, as the attack sent it
-        posted = http.post("/gradio_api/call/predict", content=b'{"data": [' + json.dumps(photo).encode() + b', NaN]}',
-                           headers={"content-type": "application/json"})
+        posted = http.post(
+            "/gradio_api/call/predict",
+            content=b'{"data": [' + json.dumps(photo).encode() + b", NaN]}",
+            headers={"content-type": "application/json"},
+        )
         if posted.status_code == 200:
             text = http.get(f"/gradio_api/call/predict/{posted.json()['event_id']}").text
             assert "event: error" in text, text
@@ -200,8 +231,11 @@ def test_bare_infinity_and_nan_ages_refused(app):
     photo = json.dumps(upload(app["url"], EXAMPLE_PHOTO)).encode()
     with httpx.Client(base_url=app["url"], timeout=60) as http:
         for token in (b"Infinity", b"NaN", b"-Infinity"):
-            posted = http.post("/gradio_api/call/report_age", content=b'{"data": [' + photo + b', 1, ' + token + b', true, ""]}',
-                               headers={"content-type": "application/json"})
+            posted = http.post(
+                "/gradio_api/call/report_age",
+                content=b'{"data": [' + photo + b", 1, " + token + b', true, ""]}',
+                headers={"content-type": "application/json"},
+            )
             if posted.status_code == 200:
                 assert "event: error" in http.get(f"/gradio_api/call/report_age/{posted.json()['event_id']}").text
 
@@ -220,8 +254,9 @@ def test_anonymous_reports_are_unverified_and_never_train(app, tmp_path: Path):
         assert label.status == Status.UNVERIFIED
         import datasets
 
-        base = datasets.DatasetDict({"train": datasets.Dataset.from_dict({"id": ["x"], "age": [30.0], "source": ["d"],
-                                                                            "image": [None]})})
+        base = datasets.DatasetDict(
+            {"train": datasets.Dataset.from_dict({"id": ["x"], "age": [30.0], "source": ["d"], "image": [None]})}
+        )
         _, summary = apply_feedback(base, app["store_url"])
         assert summary["added"] == 0  # the upload did not join training
         # An annotator confirms: now it is a label.
@@ -238,8 +273,12 @@ def test_test_split_corrections_are_withheld_unless_asked(tmp_path: Path):
         store.add_vote(sample_id, 31, "alice")
         store.add_vote(sample_id, 31, "bob")
     rows = {"id": [sample_id], "age": [30.0], "source": ["fixture"]}
-    base = datasets.DatasetDict({"train": datasets.Dataset.from_dict({"id": ["other"], "age": [5.0], "source": ["fixture"]}),
-                                 "test": datasets.Dataset.from_dict(rows)})
+    base = datasets.DatasetDict(
+        {
+            "train": datasets.Dataset.from_dict({"id": ["other"], "age": [5.0], "source": ["fixture"]}),
+            "test": datasets.Dataset.from_dict(rows),
+        }
+    )
     merged, summary = apply_feedback(base, url)
     assert merged["test"]["age"] == [30.0] and summary["withheld_test"] == 1
     merged, summary = apply_feedback(base, url, include_test=True)
@@ -270,7 +309,10 @@ def test_healthz_ok_when_everything_answers(app):
 
 def test_login_throttled_after_five_failures(app):
     with httpx.Client(base_url=app["url"], timeout=30) as http:
-        codes = [http.post("/annotate/login", data={"username": "alice", "password": f"guess{i}"}).status_code for i in range(8)]
+        codes = [
+            http.post("/annotate/login", data={"username": "alice", "password": f"guess{i}"}).status_code
+            for i in range(8)
+        ]
         assert codes[:5] == [400] * 5, codes
         assert 429 in codes[5:], codes
         refused = http.post("/annotate/login", data={"username": "alice", "password": "correct-horse"})
@@ -302,7 +344,10 @@ def test_upload_quota_per_address(app, tmp_path: Path):
     big = tmp_path / "big.bin"
     big.write_bytes(os.urandom(900 * 1024))
     with httpx.Client(base_url=app["url"], timeout=60) as http:
-        codes = [http.post("/gradio_api/upload", files={"files": ("big.bin", big.read_bytes())}).status_code for _ in range(6)]
+        codes = [
+            http.post("/gradio_api/upload", files={"files": ("big.bin", big.read_bytes())}).status_code
+            for _ in range(6)
+        ]
     assert 429 in codes, codes
     assert codes[0] == 200
 
@@ -363,8 +408,9 @@ def test_parallel_identical_requests_all_get_whole_files(app):
 
     with concurrent.futures.ThreadPoolExecutor(16) as pool:
         images = list(pool.map(one, range(16)))
-    from PIL import Image
     import io
+
+    from PIL import Image
 
     for data in images:
         assert data.endswith(b"\xff\xd9"), "truncated JPEG"
@@ -377,9 +423,23 @@ def test_parallel_identical_requests_all_get_whole_files(app):
 def _start_app(tiny_model_dir: Path, tmp_path: Path, *extra: str) -> tuple[subprocess.Popen, int]:
     port = free_port()
     env = {**os.environ, "PYTHONPATH": str(REPO_ROOT)}
-    process = subprocess.Popen([sys.executable, str(REPO_ROOT / "app.py"), "--model", str(tiny_model_dir), "--port", str(port),
-                                "--store", f"sqlite:///{tmp_path / 'fb.db'}", *extra],
-                               cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    process = subprocess.Popen(
+        [
+            sys.executable,
+            str(REPO_ROOT / "app.py"),
+            "--model",
+            str(tiny_model_dir),
+            "--port",
+            str(port),
+            "--store",
+            f"sqlite:///{tmp_path / 'fb.db'}",
+            *extra,
+        ],
+        cwd=tmp_path,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
     deadline = time.monotonic() + 90
     while time.monotonic() < deadline:
         try:

@@ -35,8 +35,12 @@ def test_shipped_model_carries_its_serving_settings(shipped):
     assert settings.faces == "detect" and settings.calibration_mae
     assert settings.image_size % 32 == 0  # EfficientNet is exact at multiples of 32
     stored = json.loads((DEFAULT_MODEL / "config.json").read_text())["agecheck"]  # the crop it was trained with
-    assert settings.crop == CropSpec(style=stored["crop_style"], margin=stored["crop_margin"],
-                                     align_scale=stored["align_scale"], align_shift=stored["align_shift"])
+    assert settings.crop == CropSpec(
+        style=stored["crop_style"],
+        margin=stored["crop_margin"],
+        align_scale=stored["align_scale"],
+        align_shift=stored["align_shift"],
+    )
 
 
 def test_shipped_model_runs_on_onnx_runtime_and_its_handler_answers(shipped, fixture_dir):
@@ -55,7 +59,9 @@ def test_shipped_model_runs_on_onnx_runtime_and_its_handler_answers(shipped, fix
     expected = shipped.predict(photo)[0].faces
     assert [f["age"] for f in answer["faces"]] == pytest.approx([round(f.age, 2) for f in expected], abs=0.01)
     assert answer["faces"][0]["verdict"] in ("ask for ID", "no ID needed")
-    assert "error" in handler({"inputs": "not base64 at all!"}) and "error" in handler({"inputs": b"", "parameters": {"threshold": "25"}})
+    assert "error" in handler({"inputs": "not base64 at all!"}) and "error" in handler(
+        {"inputs": b"", "parameters": {"threshold": "25"}}
+    )
     assert weights_digest(DEFAULT_MODEL)
 
 

@@ -36,8 +36,13 @@ def listening_addresses(port: int) -> set[str]:
 def start_like_a_space(tmp_path: Path, environment: dict[str, str], port: int) -> subprocess.Popen:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("AGECHECK_", "GRADIO_SERVER_"))}
     env.update(environment, PYTHONPATH=str(REPO_ROOT), HF_HUB_OFFLINE="1", GRADIO_ANALYTICS_ENABLED="False")
-    process = subprocess.Popen([sys.executable, str(REPO_ROOT / "app.py")], cwd=tmp_path, env=env,
-                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    process = subprocess.Popen(
+        [sys.executable, str(REPO_ROOT / "app.py")],
+        cwd=tmp_path,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
     deadline = time.monotonic() + 90
     while time.monotonic() < deadline and process.poll() is None:
         try:
@@ -54,10 +59,19 @@ def start_like_a_space(tmp_path: Path, environment: dict[str, str], port: int) -
 def test_app_listens_where_the_environment_says(tiny_model_dir: Path, tmp_path: Path, space: bool):
     port = free_port()
     store = tmp_path / "store" / "feedback.db"
-    environment = {"AGECHECK_MODEL": str(tiny_model_dir), "AGECHECK_STORE": f"sqlite:///{store}", "AGECHECK_THRESHOLD": "21"}
+    environment = {
+        "AGECHECK_MODEL": str(tiny_model_dir),
+        "AGECHECK_STORE": f"sqlite:///{store}",
+        "AGECHECK_THRESHOLD": "21",
+    }
     if space:
-        environment.update(GRADIO_SERVER_NAME="0.0.0.0", GRADIO_SERVER_PORT=str(port), SPACE_ID="someone/agecheck",
-                           SPACE_HOST="someone-agecheck.hf.space", SYSTEM="spaces")
+        environment.update(
+            GRADIO_SERVER_NAME="0.0.0.0",
+            GRADIO_SERVER_PORT=str(port),
+            SPACE_ID="someone/agecheck",
+            SPACE_HOST="someone-agecheck.hf.space",
+            SYSTEM="spaces",
+        )
     else:
         environment["AGECHECK_PORT"] = str(port)
     process = start_like_a_space(tmp_path, environment, port)
@@ -84,10 +98,22 @@ def test_every_option_has_an_environment_form():
 
 
 def test_command_line_beats_agecheck_env_beats_gradio_env():
-    env = {"GRADIO_SERVER_NAME": "0.0.0.0", "GRADIO_SERVER_PORT": "7000", "AGECHECK_PORT": "7100",
-           "AGECHECK_QUEUE_SIZE": "5", "AGECHECK_PUSH_EVERY": "2.5", "AGE_MODEL": "org/model"}
+    env = {
+        "GRADIO_SERVER_NAME": "0.0.0.0",
+        "GRADIO_SERVER_PORT": "7000",
+        "AGECHECK_PORT": "7100",
+        "AGECHECK_QUEUE_SIZE": "5",
+        "AGECHECK_PUSH_EVERY": "2.5",
+        "AGE_MODEL": "org/model",
+    }
     args = app.parse_args([], env)
-    assert (args.host, args.port, args.queue_size, args.push_every, args.model) == ("0.0.0.0", 7100, 5, 2.5, "org/model")
+    assert (args.host, args.port, args.queue_size, args.push_every, args.model) == (
+        "0.0.0.0",
+        7100,
+        5,
+        2.5,
+        "org/model",
+    )
     args = app.parse_args(["--port", "8000", "--host", "127.0.0.1"], env)
     assert (args.host, args.port) == ("127.0.0.1", 8000)
     assert app.parse_args([], {}).host == "127.0.0.1"

@@ -10,11 +10,10 @@ import pytest
 import torch
 from PIL import Image
 
+import train
 from age_model.modeling import AgeSettings, load_age_model, outputs_to_age
 from age_model.training import age_loss
 from tests.conftest import make_tiny_model
-
-import train
 
 
 @pytest.fixture(scope="module")
@@ -23,11 +22,33 @@ def tiny_base(tmp_path_factory) -> Path:
 
 
 def _train(data: Path, base: Path, out: Path, *extra: str) -> int:
-    return train.main([
-        "--data", str(data), "--base-model", str(base), "--output-dir", str(out), "--image-size", "32",
-        "--per-device-train-batch-size", "4", "--per-device-eval-batch-size", "8", "--num-train-epochs", "2",
-        "--learning-rate", "1e-3", "--logging-steps", "1", "--disable-tqdm", "true", "--seed", "1", *extra,
-    ])
+    return train.main(
+        [
+            "--data",
+            str(data),
+            "--base-model",
+            str(base),
+            "--output-dir",
+            str(out),
+            "--image-size",
+            "32",
+            "--per-device-train-batch-size",
+            "4",
+            "--per-device-eval-batch-size",
+            "8",
+            "--num-train-epochs",
+            "2",
+            "--learning-rate",
+            "1e-3",
+            "--logging-steps",
+            "1",
+            "--disable-tqdm",
+            "true",
+            "--seed",
+            "1",
+            *extra,
+        ]
+    )
 
 
 def test_short_run_saves_a_model_that_loads_and_predicts(tmp_path, fixture_dir, tiny_base):
@@ -50,12 +71,46 @@ def test_short_run_saves_a_model_that_loads_and_predicts(tmp_path, fixture_dir, 
 
 def test_resume_from_last_checkpoint_continues_training(tmp_path, fixture_dir, tiny_base):
     out = tmp_path / "run"
-    assert _train(fixture_dir, tiny_base, out, "--max-steps", "4", "--save-strategy", "steps", "--eval-strategy", "steps",
-                  "--save-steps", "2", "--eval-steps", "2") == 0
+    assert (
+        _train(
+            fixture_dir,
+            tiny_base,
+            out,
+            "--max-steps",
+            "4",
+            "--save-strategy",
+            "steps",
+            "--eval-strategy",
+            "steps",
+            "--save-steps",
+            "2",
+            "--eval-steps",
+            "2",
+        )
+        == 0
+    )
     state = json.loads((out / "checkpoint-4" / "trainer_state.json").read_text())
     assert state["global_step"] == 4
-    assert _train(fixture_dir, tiny_base, out, "--max-steps", "6", "--save-strategy", "steps", "--eval-strategy", "steps",
-                  "--save-steps", "2", "--eval-steps", "2", "--resume-from-checkpoint", "last") == 0
+    assert (
+        _train(
+            fixture_dir,
+            tiny_base,
+            out,
+            "--max-steps",
+            "6",
+            "--save-strategy",
+            "steps",
+            "--eval-strategy",
+            "steps",
+            "--save-steps",
+            "2",
+            "--eval-steps",
+            "2",
+            "--resume-from-checkpoint",
+            "last",
+        )
+        == 0
+    )
     state = json.loads((out / "checkpoint-6" / "trainer_state.json").read_text())
     assert state["global_step"] == 6
     assert state["log_history"][0]["step"] <= 2  # history from the first run was carried over
@@ -88,8 +143,17 @@ def test_help_explains_the_options(capsys):
     with pytest.raises(SystemExit):
         train.main(["--help"])
     text = capsys.readouterr().out
-    for option in ("--data", "--base-model", "--head", "--image-size", "--freeze-backbone-epochs", "--feedback", "--push-to-hub",
-                   "--max-eval-samples", "--help-all"):
+    for option in (
+        "--data",
+        "--base-model",
+        "--head",
+        "--image-size",
+        "--freeze-backbone-epochs",
+        "--feedback",
+        "--push-to-hub",
+        "--max-eval-samples",
+        "--help-all",
+    ):
         assert option in text
 
 
@@ -138,13 +202,33 @@ def test_two_sources_in_one_run_report_per_source_and_reframe_the_second(tmp_pat
     rows = list(csv.DictReader((fixture_dir / "labels.csv").open()))
     utk = [r for r in rows if r["source"] == "utkface"]
     fgnet = [r for r in rows if r["source"] == "fgnet"]
-    first = _csv_source(tmp_path / "first", [fixture_dir / "images" / r["file_name"] for r in utk[:6]],
-                        [int(r["real_age"]) for r in utk[:6]], ["train"] * 4 + ["valid", "test"])
-    second = _csv_source(tmp_path / "second", [fixture_dir / "images" / r["file_name"] for r in fgnet],
-                         [int(r["real_age"]) for r in fgnet], ["train"] * 6 + ["valid"] * 2)
+    first = _csv_source(
+        tmp_path / "first",
+        [fixture_dir / "images" / r["file_name"] for r in utk[:6]],
+        [int(r["real_age"]) for r in utk[:6]],
+        ["train"] * 4 + ["valid", "test"],
+    )
+    second = _csv_source(
+        tmp_path / "second",
+        [fixture_dir / "images" / r["file_name"] for r in fgnet],
+        [int(r["real_age"]) for r in fgnet],
+        ["train"] * 6 + ["valid"] * 2,
+    )
     out = tmp_path / "run"
-    assert _train(first, tiny_base, out, "--data", str(second), "--balance", "source",
-                  "--metric-for-best-model", "worst_source_mae") == 0
+    assert (
+        _train(
+            first,
+            tiny_base,
+            out,
+            "--data",
+            str(second),
+            "--balance",
+            "source",
+            "--metric-for-best-model",
+            "worst_source_mae",
+        )
+        == 0
+    )
     summary = json.loads((out / "data_summary.json").read_text())
     assert summary["sources"] == ["first", "second"] and summary["reframed_sources"] == ["second"]
     assert summary["splits_by_source"]["validation"] == {"first": 1, "second": 2}
@@ -169,8 +253,20 @@ def test_balance_weights_give_every_group_the_same_total():
 
 def test_card_records_hyperparameters_labels_a_smoke_run_and_publishes_no_local_paths(tmp_path, fixture_dir, tiny_base):
     out = tmp_path / "run"
-    assert _train(fixture_dir, tiny_base.resolve(), out, "--max-steps", "2", "--max-train-samples", "8",
-                  "--max-eval-samples", "4") == 0
+    assert (
+        _train(
+            fixture_dir,
+            tiny_base.resolve(),
+            out,
+            "--max-steps",
+            "2",
+            "--max-train-samples",
+            "8",
+            "--max-eval-samples",
+            "4",
+        )
+        == 0
+    )
     card = (out / "README.md").read_text()
     assert "Smoke run, not a usable model" in card and "- smoke-run" in card
     assert "| steps trained | 2 |" in card and "| peak learning rate | 0.001 |" in card

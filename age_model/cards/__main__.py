@@ -11,11 +11,17 @@ from age_model.cards.render import KNOWN_DATASETS, SHARED_DIR
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m age_model.cards", description="Render agecheck's cards from their data.")
+    parser = argparse.ArgumentParser(
+        prog="python -m age_model.cards", description="Render agecheck's cards from their data."
+    )
     commands = parser.add_subparsers(dest="command", required=True)
-    dataset = commands.add_parser("dataset-card", help="dataset card of a training source, computed from its label file")
+    dataset = commands.add_parser(
+        "dataset-card", help="dataset card of a training source, computed from its label file"
+    )
     dataset.add_argument("name", choices=sorted(KNOWN_DATASETS))
-    dataset.add_argument("--labels", type=Path, help="label CSV (default: the shared copy, e.g. ../shared/data/utkface/labels.csv)")
+    dataset.add_argument(
+        "--labels", type=Path, help="label CSV (default: the shared copy, e.g. ../shared/data/utkface/labels.csv)"
+    )
     dataset.add_argument("--out", type=Path, help="write here instead of printing (e.g. data_cards/utkface.md)")
     args = parser.parse_args(argv)
 

@@ -21,7 +21,9 @@ def render_dataset_card(name: str, labels: Path) -> DatasetCard:
         task_categories=["image-classification"],
         tags=list(known.tags),
         size_categories=[size_category(summary["n"])],
-        configs=[{"config_name": "default", "data_files": [{"split": s, "path": f"data/{s}-*"} for s in summary["splits"]]}],
+        configs=[
+            {"config_name": "default", "data_files": [{"split": s, "path": f"data/{s}-*"} for s in summary["splits"]]}
+        ],
         dataset_info={
             "features": [dict(f) for f in known.features],
             "splits": [{"name": s, "num_examples": n} for s, n in summary["splits"].items()],
@@ -29,7 +31,12 @@ def render_dataset_card(name: str, labels: Path) -> DatasetCard:
     )
     extra = known.extra(rows) if known.extra else {}
     content = render_template(
-        f"{name}.md.j2", card_data=card_data.to_yaml(), data=summary, known=known,
-        labels_file=Path(labels).name, duplicates=duplicate_facts(labels, rows), **extra,
+        f"{name}.md.j2",
+        card_data=card_data.to_yaml(),
+        data=summary,
+        known=known,
+        labels_file=Path(labels).name,
+        duplicates=duplicate_facts(labels, rows),
+        **extra,
     )
     return DatasetCard(content)

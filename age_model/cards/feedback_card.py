@@ -23,7 +23,10 @@ def render_feedback_card(stats: dict) -> DatasetCard:
     stats = dict(stats or {})
     num_samples, num_votes = number(stats.get("num_samples")), number(stats.get("num_votes"))
     agreement = mapping(stats.get("agreement"))
-    per_annotator = {str(name): number(mapping(a).get("mean_abs_diff")) for name, a in mapping(agreement.get("per_annotator")).items()}
+    per_annotator = {
+        str(name): number(mapping(a).get("mean_abs_diff"))
+        for name, a in mapping(agreement.get("per_annotator")).items()
+    }
     configs = stats.get("configs") if isinstance(stats.get("configs"), list) else []
     extra_meta = {k: stats[k] for k in ("configs", "dataset_info") if stats.get(k)}
     card_data = DatasetCardData(
@@ -37,19 +40,27 @@ def render_feedback_card(stats: dict) -> DatasetCard:
     include_images = stats.get("include_dataset_images")
     content = render_template(
         "feedback_card.md.j2",
-        card_data=card_data.to_yaml(), num_samples=num_samples, num_votes=num_votes,
+        card_data=card_data.to_yaml(),
+        num_samples=num_samples,
+        num_votes=num_votes,
         num_rows=number(stats.get("num_rows")),
         votes_per_sample=num_votes / num_samples if num_samples and num_votes is not None else None,
-        annotators=counts(stats.get("annotators")), consent=counts(stats.get("consent")),
-        sources=counts(stats.get("sources")), statuses=counts(stats.get("statuses")),
-        mean_abs_diff=number(agreement.get("mean_abs_diff")), within_5=number(agreement.get("within_5")),
-        pairs=number(agreement.get("pairs")), multi=number(agreement.get("samples_with_multiple_annotators")),
-        per_annotator=per_annotator, config_names=[mapping(c).get("config_name") for c in configs],
+        annotators=counts(stats.get("annotators")),
+        consent=counts(stats.get("consent")),
+        sources=counts(stats.get("sources")),
+        statuses=counts(stats.get("statuses")),
+        mean_abs_diff=number(agreement.get("mean_abs_diff")),
+        within_5=number(agreement.get("within_5")),
+        pairs=number(agreement.get("pairs")),
+        multi=number(agreement.get("samples_with_multiple_annotators")),
+        per_annotator=per_annotator,
+        config_names=[mapping(c).get("config_name") for c in configs],
         include_dataset_images=include_images if isinstance(include_images, bool) else None,
         license=stats.get("license") or "not recorded",
         # issue 12: Krippendorff's alpha (overall, per source), pseudonymous names, the export's content hash
         alpha=number(agreement.get("alpha")),
         by_source={str(k): mapping(v) for k, v in mapping(stats.get("agreement_by_source")).items()},
-        pseudonymous=bool(stats.get("pseudonymous")), fingerprint=stats.get("fingerprint"),
+        pseudonymous=bool(stats.get("pseudonymous")),
+        fingerprint=stats.get("fingerprint"),
     )
     return DatasetCard(content)

@@ -22,7 +22,18 @@ CARDS_DIR = REPO_ROOT / "data_cards"  # the committed data cards (a clone only)
 SHARED_DIR = Path(os.environ.get("AGECHECK_SHARED", REPO_ROOT.parent / "shared"))
 
 # Hub licence ids we may write as-is; anything else becomes `license: other` plus a license_name.
-HUB_LICENSES = {"apache-2.0", "mit", "cc0-1.0", "cc-by-4.0", "cc-by-sa-4.0", "cc-by-nc-4.0", "cc-by-nc-sa-4.0", "cc-by-nc-nd-4.0", "openrail", "unknown"}
+HUB_LICENSES = {
+    "apache-2.0",
+    "mit",
+    "cc0-1.0",
+    "cc-by-4.0",
+    "cc-by-sa-4.0",
+    "cc-by-nc-4.0",
+    "cc-by-nc-sa-4.0",
+    "cc-by-nc-nd-4.0",
+    "openrail",
+    "unknown",
+}
 
 
 @dataclass(frozen=True)
@@ -45,25 +56,45 @@ ID_FEATURES = ({"name": "source", "dtype": "string"}, {"name": "id", "dtype": "s
 
 KNOWN_DATASETS: dict[str, KnownDataset] = {
     "appa-real": KnownDataset(
-        name="appa-real", pretty_name="APPA-REAL", labels="data/appa_real_labels/labels_full.csv",
-        license_name="appa-real-research-only", license_link="http://chalearnlap.cvc.uab.es/dataset/26/description/",
-        terms="research use only (ChaLearn LAP / APPA-REAL terms); the photos show real people: do not redistribute them",
-        features=(*CONTRACT_FEATURES, {"name": "apparent_age_mean", "dtype": "float32"}, {"name": "apparent_age_std", "dtype": "float32"}, *ID_FEATURES),
-        tags=("age-estimation", "apparent-age", "faces", "regression"), extra=appa_real_extra,
+        name="appa-real",
+        pretty_name="APPA-REAL",
+        labels="data/appa_real_labels/labels_full.csv",
+        license_name="appa-real-research-only",
+        license_link="http://chalearnlap.cvc.uab.es/dataset/26/description/",
+        terms="research use only (ChaLearn LAP / APPA-REAL terms); the photos show real people: do not redistribute "
+        "them",
+        features=(
+            *CONTRACT_FEATURES,
+            {"name": "apparent_age_mean", "dtype": "float32"},
+            {"name": "apparent_age_std", "dtype": "float32"},
+            *ID_FEATURES,
+        ),
+        tags=("age-estimation", "apparent-age", "faces", "regression"),
+        extra=appa_real_extra,
     ),
     "utkface": KnownDataset(
-        name="utkface", pretty_name="UTKFace", labels="data/utkface/labels.csv",
-        license_name="utkface-non-commercial-research", license_link="https://susanqq.github.io/UTKFace/",
-        terms="non-commercial research only; the copyright of the images stays with their owners: do not redistribute them",
+        name="utkface",
+        pretty_name="UTKFace",
+        labels="data/utkface/labels.csv",
+        license_name="utkface-non-commercial-research",
+        license_link="https://susanqq.github.io/UTKFace/",
+        terms="non-commercial research only; the copyright of the images stays with their owners: do not redistribute "
+        "them",
         features=(*CONTRACT_FEATURES, *ID_FEATURES),
-        tags=("age-estimation", "faces", "regression"), extra=utkface_extra,
+        tags=("age-estimation", "faces", "regression"),
+        extra=utkface_extra,
     ),
     "aaf": KnownDataset(
-        name="aaf", pretty_name="All-Age-Faces (AAF)", labels="data/aaf/labels.csv",
-        license_name="aaf-research-use-citation", license_link="https://github.com/JingchunCheng/All-Age-Faces-Dataset",
-        terms="research use only, no explicit licence, citation asked; image copyright stays with the owners: do not redistribute them",
+        name="aaf",
+        pretty_name="All-Age-Faces (AAF)",
+        labels="data/aaf/labels.csv",
+        license_name="aaf-research-use-citation",
+        license_link="https://github.com/JingchunCheng/All-Age-Faces-Dataset",
+        terms="research use only, no explicit licence, citation asked; image copyright stays with the owners: do not "
+        "redistribute them",
         features=(*CONTRACT_FEATURES, *ID_FEATURES),
-        tags=("age-estimation", "faces", "regression"), extra=aaf_extra,
+        tags=("age-estimation", "faces", "regression"),
+        extra=aaf_extra,
     ),
 }
 
@@ -88,8 +119,12 @@ def _signed(value: float) -> str:
 
 def _environment() -> jinja2.Environment:
     env = jinja2.Environment(
-        loader=jinja2.FileSystemLoader(TEMPLATES_DIR), trim_blocks=True, lstrip_blocks=True,
-        keep_trailing_newline=True, undefined=jinja2.StrictUndefined, autoescape=False,
+        loader=jinja2.FileSystemLoader(TEMPLATES_DIR),
+        trim_blocks=True,
+        lstrip_blocks=True,
+        keep_trailing_newline=True,
+        undefined=jinja2.StrictUndefined,
+        autoescape=False,
     )
     env.filters.update(
         thousands=lambda n: f"{int(n):,}",

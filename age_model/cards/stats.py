@@ -36,7 +36,13 @@ def age_stats(ages: Iterable[float]) -> dict[str, float]:
     values = sorted(float(a) for a in ages)
     if not values:
         return {"n": 0}
-    return {"n": len(values), "min": values[0], "median": statistics.median(values), "max": values[-1], "mean": statistics.fmean(values)}
+    return {
+        "n": len(values),
+        "min": values[0],
+        "median": statistics.median(values),
+        "max": values[-1],
+        "mean": statistics.fmean(values),
+    }
 
 
 def age_band_counts(ages: Iterable[float]) -> dict[str, int]:
@@ -54,7 +60,10 @@ def size_category(n: int) -> str:
 
 
 def distribution(
-    ages_by_split: Mapping[str, list[float]], key: Callable[[float], str], order: list[str], keep_empty: bool = False,
+    ages_by_split: Mapping[str, list[float]],
+    key: Callable[[float], str],
+    order: list[str],
+    keep_empty: bool = False,
 ) -> list[dict[str, Any]]:
     """Rows of (label, count and share overall and per split) for a binning of ages."""
     total = sum(len(v) for v in ages_by_split.values())
@@ -65,7 +74,15 @@ def distribution(
         count = sum(per_split.values())
         if count or keep_empty:
             shares = {split: per_split[split] / max(len(ages_by_split[split]), 1) for split in ages_by_split}
-            rows.append({"label": label, "count": count, "share": count / max(total, 1), "splits": per_split, "split_shares": shares})
+            rows.append(
+                {
+                    "label": label,
+                    "count": count,
+                    "share": count / max(total, 1),
+                    "splits": per_split,
+                    "split_shares": shares,
+                }
+            )
     return rows
 
 
@@ -94,9 +111,12 @@ def label_summary(rows: list[dict[str, str]], age_column: str = "real_age") -> d
         "bands": distribution(by_split, band_of, band_labels(), keep_empty=True),
         "largest_decade": largest,
         "shares": {
-            "under_10": share(ages, lambda a: a < 10), "under_13": share(ages, lambda a: a < 13),
-            "under_18": share(ages, lambda a: a < 18), "under_25": share(ages, lambda a: a < 25),
-            "20_49": share(ages, lambda a: 20 <= a < 50), "65_plus": share(ages, lambda a: a >= 65),
+            "under_10": share(ages, lambda a: a < 10),
+            "under_13": share(ages, lambda a: a < 13),
+            "under_18": share(ages, lambda a: a < 18),
+            "under_25": share(ages, lambda a: a < 25),
+            "20_49": share(ages, lambda a: 20 <= a < 50),
+            "65_plus": share(ages, lambda a: a >= 65),
         },
     }
 
@@ -111,14 +131,20 @@ def appa_real_extra(rows: list[dict[str, str]]) -> dict[str, Any]:
         per_band.setdefault(band_of(r), []).append((a - r, s))
     return {
         "apparent_stats": age_stats(apparent),
-        "apparent_decades": {row["label"]: row for row in distribution({"all": apparent}, decade_of, decade_order(apparent))},
+        "apparent_decades": {
+            row["label"]: row for row in distribution({"all": apparent}, decade_of, decade_order(apparent))
+        },
         "mean_abs_gap": statistics.fmean(abs(a - r) for a, r in zip(apparent, real)),
         "mean_gap": statistics.fmean(a - r for a, r in zip(apparent, real)),
         "vote_std": age_stats(spread),
         "band_gaps": [
-            {"label": band, "n": len(per_band.get(band, [])), "share": len(per_band.get(band, [])) / max(len(real), 1),
-             "mean_gap": statistics.fmean(g for g, _ in per_band[band]) if per_band.get(band) else float("nan"),
-             "mean_std": statistics.fmean(s for _, s in per_band[band]) if per_band.get(band) else float("nan")}
+            {
+                "label": band,
+                "n": len(per_band.get(band, [])),
+                "share": len(per_band.get(band, [])) / max(len(real), 1),
+                "mean_gap": statistics.fmean(g for g, _ in per_band[band]) if per_band.get(band) else float("nan"),
+                "mean_std": statistics.fmean(s for _, s in per_band[band]) if per_band.get(band) else float("nan"),
+            }
             for band in band_labels()
         ],
     }
@@ -130,15 +156,21 @@ def attribute_counts(rows: list[dict[str, str]], source: str) -> dict[str, list[
     out = {}
     for column, names in SOURCE_CODES[source].items():
         counts = Counter(r.get(column, "") for r in rows)
-        out[column] = [{"label": name, "count": counts.get(code, 0), "share": counts.get(code, 0) / n} for code, name in names.items()]
+        out[column] = [
+            {"label": name, "count": counts.get(code, 0), "share": counts.get(code, 0) / n}
+            for code, name in names.items()
+        ]
     return out
 
 
 def utkface_extra(rows: list[dict[str, str]]) -> dict[str, Any]:
     """The file-name attributes (gender, race) that show who is in the data and who is missing."""
     counts = attribute_counts(rows, "utkface")
-    return {"genders": counts["gender"], "races": counts["race"],
-            "race_missing": sum(1 for r in rows if not (r.get("race") or "").strip())}
+    return {
+        "genders": counts["gender"],
+        "races": counts["race"],
+        "race_missing": sum(1 for r in rows if not (r.get("race") or "").strip()),
+    }
 
 
 def aaf_extra(rows: list[dict[str, str]]) -> dict[str, Any]:
@@ -146,11 +178,16 @@ def aaf_extra(rows: list[dict[str, str]]) -> dict[str, Any]:
     return {"genders": attribute_counts(rows, "aaf")["gender"]}
 
 
-def duplicate_facts(labels: Path, rows: list[dict[str, str]], image_column: str = "file_name", age_column: str = "real_age") -> dict[str, Any] | None:
+def duplicate_facts(
+    labels: Path, rows: list[dict[str, str]], image_column: str = "file_name", age_column: str = "real_age"
+) -> dict[str, Any] | None:
     """Near-duplicate groups (same sha256 or same dHash) of a label file's images, when they lie in ``images/``
     beside it (else None: the card leaves the section out). Computed, never typed: see age_model.data."""
     images = Path(labels).parent / "images"
     if not images.is_dir() or not rows:
         return None
-    table = [{"image": str(images / r[image_column]), "age": float(r[age_column]), "split": split_name(r.get("split"))} for r in rows]
+    table = [
+        {"image": str(images / r[image_column]), "age": float(r[age_column]), "split": split_name(r.get("split"))}
+        for r in rows
+    ]
     return duplicate_summary(table, CONFLICT_TOLERANCE)

@@ -51,7 +51,7 @@ def frame_chip(chip: Image.Image, rng: np.random.Generator) -> tuple[Image.Image
             frame[:] = rng.integers(0, 256, 3, dtype=np.uint8)
         else:
             frame = rng.integers(0, 256, (frame_h, frame_w, 3), dtype=np.uint8)
-        frame[top:top + height, left:left + width] = face
+        frame[top : top + height, left : left + width] = face
     return Image.fromarray(frame), (float(left), float(top), float(left + width), float(top + height))
 
 
@@ -89,8 +89,12 @@ def _fit_alignment(pairs: list[tuple[Face, Box]]) -> tuple[float, float]:
     return float(np.median(scales)), float(np.median(shifts))
 
 
-def fit_crop(chips: Sequence[Image.Image], seed: int = 0, margins: Sequence[float] | None = None,
-             score_threshold: float = DEFAULT_SCORE_THRESHOLD) -> CropFit:
+def fit_crop(
+    chips: Sequence[Image.Image],
+    seed: int = 0,
+    margins: Sequence[float] | None = None,
+    score_threshold: float = DEFAULT_SCORE_THRESHOLD,
+) -> CropFit:
     """Measure which serving crop gives back ``chips`` (a model's training crops) from a photo.
 
     Each chip is framed into a synthetic photo (:func:`frame_chip`), detected, and every candidate
@@ -109,20 +113,27 @@ def fit_crop(chips: Sequence[Image.Image], seed: int = 0, margins: Sequence[floa
     if not pairs:
         raise ValueError(f"No face was detected in any of the {len(chips)} framed chips: are these face crops?")
     scale, shift = _fit_alignment(pairs)
-    candidates = {f"{style} margin={m:+.2f}": CropSpec(style=style, margin=m)
-                  for style in ("box", "square") for m in margins}
+    candidates = {
+        f"{style} margin={m:+.2f}": CropSpec(style=style, margin=m) for style in ("box", "square") for m in margins
+    }
     aligned = CropSpec(style="aligned", align_scale=scale, align_shift=shift)
     candidates[f"aligned scale={scale:.3f} shift={shift:.3f}"] = aligned
-    iou = {name: float(np.mean([quad_iou(crop_quad(face, crop), box) for face, box in pairs]))
-           for name, crop in candidates.items()}
+    iou = {
+        name: float(np.mean([quad_iou(crop_quad(face, crop), box) for face, box in pairs]))
+        for name, crop in candidates.items()
+    }
     best = max(iou, key=iou.get)
     return CropFit(crop=_as_stored(candidates[best]), iou=iou, detected=len(pairs), framed=len(chips))
 
 
 def _as_stored(crop: CropSpec) -> CropSpec:
     """The precision a model's settings keep: margins to 0.01, the alignment to 1e-4."""
-    return replace(crop, margin=round(crop.margin, 2), align_scale=round(crop.align_scale, 4),
-                   align_shift=round(crop.align_shift, 4))
+    return replace(
+        crop,
+        margin=round(crop.margin, 2),
+        align_scale=round(crop.align_scale, 4),
+        align_shift=round(crop.align_shift, 4),
+    )
 
 
 def calibrate_crop(chips: Sequence[Image.Image], seed: int = 0) -> CropSpec | None:
@@ -139,8 +150,16 @@ def calibrate_crop(chips: Sequence[Image.Image], seed: int = 0) -> CropSpec | No
         logger.warning("Crop calibration skipped: %s", error)
         return None
     if fit.detected < 0.5 * fit.framed:
-        logger.warning("Only %d of %d training crops had a detectable face: the calibrated crop may not fit them.",
-                       fit.detected, fit.framed)
-    logger.info("Crop calibration on %d/%d detected chips: %s (IoU %.3f)", fit.detected, fit.framed,
-                fit.crop, max(fit.iou.values()))
+        logger.warning(
+            "Only %d of %d training crops had a detectable face: the calibrated crop may not fit them.",
+            fit.detected,
+            fit.framed,
+        )
+    logger.info(
+        "Crop calibration on %d/%d detected chips: %s (IoU %.3f)",
+        fit.detected,
+        fit.framed,
+        fit.crop,
+        max(fit.iou.values()),
+    )
     return fit.crop

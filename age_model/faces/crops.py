@@ -102,8 +102,9 @@ def crop_quad(face_or_box: Face | Sequence[float], crop: CropSpec = DEFAULT_CROP
     return np.array([[x0, y0], [x1, y0], [x1, y1], [x0, y1]], dtype=np.float64)
 
 
-def crop_face(image: Image.Image, face_or_box: Face | Sequence[float], crop: CropSpec = DEFAULT_CROP,
-              pad: str = DEFAULT_PAD) -> Image.Image:
+def crop_face(
+    image: Image.Image, face_or_box: Face | Sequence[float], crop: CropSpec = DEFAULT_CROP, pad: str = DEFAULT_PAD
+) -> Image.Image:
     """Cut one face out at its native resolution, framed as ``crop`` says, padding where it leaves the photo.
 
     ``pad`` is ``black`` (what aligned training chips show), ``edge`` or ``reflect``. Axis-aligned
@@ -118,13 +119,15 @@ def crop_face(image: Image.Image, face_or_box: Face | Sequence[float], crop: Cro
     target = np.array([[0, 0], [out_w, 0], [0, out_h]], dtype=np.float32)
     matrix = cv2.getAffineTransform(source, target)
     pixels = np.asarray(image.convert("RGB") if image.mode != "RGB" else image)
-    cut = cv2.warpAffine(pixels, matrix, (out_w, out_h), flags=cv2.INTER_LINEAR,
-                         borderMode=PADS[pad], borderValue=(0, 0, 0))
+    cut = cv2.warpAffine(
+        pixels, matrix, (out_w, out_h), flags=cv2.INTER_LINEAR, borderMode=PADS[pad], borderValue=(0, 0, 0)
+    )
     return Image.fromarray(cut, mode="RGB")
 
 
-def largest_face_crop(image: ImageSource, crop: CropSpec = DEFAULT_CROP,
-                      score_threshold: float = DEFAULT_SCORE_THRESHOLD) -> Image.Image | None:
+def largest_face_crop(
+    image: ImageSource, crop: CropSpec = DEFAULT_CROP, score_threshold: float = DEFAULT_SCORE_THRESHOLD
+) -> Image.Image | None:
     """The biggest face of an uncropped photo, framed as ``crop`` says; None if no face.
 
     For training on uncropped photos: pass the model's ``AgeSettings.crop`` so training crops are

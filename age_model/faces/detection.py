@@ -48,7 +48,6 @@ class Face:
         return self.box[3] - self.box[1]
 
 
-
 _local = threading.local()
 
 
@@ -64,8 +63,9 @@ def _detector(score_threshold: float) -> cv2.FaceDetectorYN:
     return detector
 
 
-def detect_faces(image: Image.Image, score_threshold: float = DEFAULT_SCORE_THRESHOLD,
-                 max_side: int = DETECT_MAX_SIDE) -> list[Face]:
+def detect_faces(
+    image: Image.Image, score_threshold: float = DEFAULT_SCORE_THRESHOLD, max_side: int = DETECT_MAX_SIDE
+) -> list[Face]:
     """Faces in ``image`` (a PIL image, e.g. from :func:`load_image`), largest box first.
 
     Largest first because the biggest face is usually the subject (what :func:`largest_face_crop`

@@ -27,8 +27,6 @@ class ImageError(ValueError):
     """The input cannot be used as a photo; the message says what was wrong and what to do."""
 
 
-
-
 def load_image(source: ImageSource) -> Image.Image:
     """Any supported input as a fresh RGB image: EXIF orientation applied, alpha on white, no metadata.
 
@@ -72,11 +70,13 @@ def _open_bytes(data: bytes, name: str) -> Image.Image:
     try:
         image = Image.open(io.BytesIO(data))
     except Image.DecompressionBombError as error:
-        raise ImageError(f"{name} is too large to decode safely ({error}); "
-                         f"use a photo under {MAX_PIXELS // 1_000_000} MP.") from error
+        raise ImageError(
+            f"{name} is too large to decode safely ({error}); use a photo under {MAX_PIXELS // 1_000_000} MP."
+        ) from error
     except UnidentifiedImageError as error:
-        raise ImageError(f"{name} is not an image Pillow can read: "
-                         "use a JPEG, PNG, WebP, GIF, BMP or TIFF photo.") from error
+        raise ImageError(
+            f"{name} is not an image Pillow can read: use a JPEG, PNG, WebP, GIF, BMP or TIFF photo."
+        ) from error
     _check_size(image.size)
     try:
         if getattr(image, "n_frames", 1) > 1:
@@ -125,8 +125,9 @@ def _to_rgb(image: Image.Image) -> Image.Image:
     try:
         return image.convert("RGB")
     except ValueError as error:
-        raise ImageError(f"Images in colour mode {image.mode!r} are not supported: "
-                         "save the photo as an RGB JPEG or PNG.") from error
+        raise ImageError(
+            f"Images in colour mode {image.mode!r} are not supported: save the photo as an RGB JPEG or PNG."
+        ) from error
 
 
 def _high_depth_to_l(image: Image.Image) -> Image.Image:

@@ -49,23 +49,30 @@ def aggregate(
     rows = sorted(votes, key=lambda v: v.id)
     live = active_votes(rows)
     retracted = {v.retracts for v in rows if v.kind == "retract"}
-    consent = next((v.consent for v in reversed(rows) if v.kind == "vote" and v.id not in retracted and v.consent is not None), None)
+    consent = next(
+        (v.consent for v in reversed(rows) if v.kind == "vote" and v.id not in retracted and v.consent is not None),
+        None,
+    )
     reference = original_label
     if reference is None:
         reference = next((v.previous_label for v in rows if v.kind == "vote" and v.previous_label is not None), None)
     with_model = [v for v in live if v.model_age is not None]
     model = with_model[-1] if with_model else None
     common = dict(
-        sample_id=sample_id, reference_label=reference, consent=consent,
-        model_age=model.model_age if model else None, model_version=model.model_version if model else None,
+        sample_id=sample_id,
+        reference_label=reference,
+        consent=consent,
+        model_age=model.model_age if model else None,
+        model_version=model.model_version if model else None,
     )
     if not live:
         return Label(status=Status.UNREVIEWED, age=None, age_std=None, num_votes=0, **common)
     team = [v for v in live if not is_public_submitter(v.annotator)]
     if not team:  # only strangers have spoken: their word is a lead for annotators, never a label
         public_ages = [float(v.age) for v in live]  # type: ignore[arg-type]
-        return Label(status=Status.UNVERIFIED, age=math.fsum(public_ages) / len(public_ages), age_std=None,
-                     num_votes=0, **common)
+        return Label(
+            status=Status.UNVERIFIED, age=math.fsum(public_ages) / len(public_ages), age_std=None, num_votes=0, **common
+        )
     live = team
     ages = [float(v.age) for v in live]  # type: ignore[arg-type]
     mean = math.fsum(ages) / len(ages)
@@ -73,13 +80,22 @@ def aggregate(
     crossed = crossed_ages(reference, mean, rules.second_opinion_ages)
     if len(ages) >= 2 and std > rules.disagreement_std:
         status = Status.NEEDS_ANOTHER_LOOK
-    elif crossed and rules.require_second_opinion and not _has_second_opinion(ages, mean, crossed, rules.second_opinion_tolerance):
+    elif (
+        crossed
+        and rules.require_second_opinion
+        and not _has_second_opinion(ages, mean, crossed, rules.second_opinion_tolerance)
+    ):
         status = Status.PENDING_SECOND_OPINION
     else:
         status = Status.SETTLED
     return Label(
-        status=status, age=mean, age_std=std, num_votes=len(live),
-        annotators=tuple(v.annotator for v in live), crossed=crossed, **common,
+        status=status,
+        age=mean,
+        age_std=std,
+        num_votes=len(live),
+        annotators=tuple(v.annotator for v in live),
+        crossed=crossed,
+        **common,
     )
 
 

@@ -31,34 +31,38 @@ from .store import FeedbackStore
 logger = logging.getLogger(__name__)
 
 DEFAULT_LICENSE = "agecheck-consent-terms"
-FEATURES = datasets.Features({
-    "image": datasets.Image(),
-    "id": datasets.Value("string"),
-    "age": datasets.Value("float64"),
-    "age_std": datasets.Value("float64"),
-    "num_votes": datasets.Value("int32"),
-    "status": datasets.Value("string"),
-    "source": datasets.Value("string"),
-    "previous_label": datasets.Value("float64"),
-    "model_age": datasets.Value("float64"),
-    "model_version": datasets.Value("string"),
-    "consent": datasets.Value("bool"),
-    "original_name": datasets.Value("string"),
-})
-VOTE_FEATURES = datasets.Features({
-    "vote_id": datasets.Value("int64"),
-    "sample_id": datasets.Value("string"),
-    "kind": datasets.Value("string"),
-    "age": datasets.Value("float64"),
-    "annotator": datasets.Value("string"),
-    "created_at": datasets.Value("string"),
-    "source": datasets.Value("string"),
-    "previous_label": datasets.Value("float64"),
-    "model_age": datasets.Value("float64"),
-    "model_version": datasets.Value("string"),
-    "consent": datasets.Value("bool"),
-    "retracts": datasets.Value("int64"),
-})
+FEATURES = datasets.Features(
+    {
+        "image": datasets.Image(),
+        "id": datasets.Value("string"),
+        "age": datasets.Value("float64"),
+        "age_std": datasets.Value("float64"),
+        "num_votes": datasets.Value("int32"),
+        "status": datasets.Value("string"),
+        "source": datasets.Value("string"),
+        "previous_label": datasets.Value("float64"),
+        "model_age": datasets.Value("float64"),
+        "model_version": datasets.Value("string"),
+        "consent": datasets.Value("bool"),
+        "original_name": datasets.Value("string"),
+    }
+)
+VOTE_FEATURES = datasets.Features(
+    {
+        "vote_id": datasets.Value("int64"),
+        "sample_id": datasets.Value("string"),
+        "kind": datasets.Value("string"),
+        "age": datasets.Value("float64"),
+        "annotator": datasets.Value("string"),
+        "created_at": datasets.Value("string"),
+        "source": datasets.Value("string"),
+        "previous_label": datasets.Value("float64"),
+        "model_age": datasets.Value("float64"),
+        "model_version": datasets.Value("string"),
+        "consent": datasets.Value("bool"),
+        "retracts": datasets.Value("int64"),
+    }
+)
 
 
 def is_upload(source: str) -> bool:
@@ -76,12 +80,22 @@ def feedback_records(store: FeedbackStore, *, include_dataset_images: bool = Fal
         image = None
         if sample.image_path is not None and (is_upload(sample.source) or include_dataset_images):
             image = {"bytes": sample.image_path.read_bytes(), "path": sample.image_path.name}
-        rows.append({
-            "image": image, "id": sample.sample_id, "age": lab.age, "age_std": lab.age_std,
-            "num_votes": lab.num_votes, "status": str(lab.status), "source": sample.source,
-            "previous_label": lab.reference_label, "model_age": lab.model_age, "model_version": lab.model_version,
-            "consent": lab.consent if is_upload(sample.source) else None, "original_name": sample.original_name,
-        })
+        rows.append(
+            {
+                "image": image,
+                "id": sample.sample_id,
+                "age": lab.age,
+                "age_std": lab.age_std,
+                "num_votes": lab.num_votes,
+                "status": str(lab.status),
+                "source": sample.source,
+                "previous_label": lab.reference_label,
+                "model_age": lab.model_age,
+                "model_version": lab.model_version,
+                "consent": lab.consent if is_upload(sample.source) else None,
+                "original_name": sample.original_name,
+            }
+        )
     return rows
 
 
@@ -99,20 +113,28 @@ def vote_rows(store: FeedbackStore, sample_ids: set[str]) -> list[dict[str, Any]
     rows = []
     for sample_id, votes in sorted(store.votes_by_sample(sorted(sample_ids)).items()):
         for v in votes:
-            rows.append({
-                "vote_id": v.id, "sample_id": v.sample_id, "kind": v.kind, "age": v.age, "annotator": v.annotator,
-                "created_at": v.created_at.isoformat(), "source": v.source, "previous_label": v.previous_label,
-                "model_age": v.model_age, "model_version": v.model_version, "consent": v.consent, "retracts": v.retracts,
-            })
+            rows.append(
+                {
+                    "vote_id": v.id,
+                    "sample_id": v.sample_id,
+                    "kind": v.kind,
+                    "age": v.age,
+                    "annotator": v.annotator,
+                    "created_at": v.created_at.isoformat(),
+                    "source": v.source,
+                    "previous_label": v.previous_label,
+                    "model_age": v.model_age,
+                    "model_version": v.model_version,
+                    "consent": v.consent,
+                    "retracts": v.retracts,
+                }
+            )
     return sorted(rows, key=lambda r: r["vote_id"])
 
 
 def agreement_with_alpha(votes_by_sample: dict[str, list[Any]]) -> dict[str, Any]:
     """``aggregate.agreement`` plus Krippendorff's alpha (interval) over the same samples."""
     return {**agreement(votes_by_sample), "alpha": krippendorff_alpha(votes_by_sample)}
-
-
-
 
 
 def pseudonyms(store: FeedbackStore) -> dict[str, str]:
@@ -168,12 +190,12 @@ def feedback_stats(store: FeedbackStore, *, license: str = DEFAULT_LICENSE) -> d
         "consent": dict(Counter(consent_names[labels[s.sample_id].consent] for s in uploads)),
         "agreement": agreement_with_alpha({s.sample_id: votes.get(s.sample_id, []) for s in labelled}),
         "agreement_by_source": {
-            source: agreement_with_alpha({s.sample_id: votes.get(s.sample_id, []) for s in labelled if s.source == source})
+            source: agreement_with_alpha(
+                {s.sample_id: votes.get(s.sample_id, []) for s in labelled if s.source == source}
+            )
             for source in sorted({s.source for s in labelled})
         },
         "rules": asdict(store.rules),
         "license": license,
         "generated_at": datetime.now(UTC).isoformat(timespec="seconds"),
     }
-
-

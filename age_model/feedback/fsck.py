@@ -47,7 +47,9 @@ class FsckReport:
 
     @property
     def ok(self) -> bool:
-        return not (self.orphan_files or self.temp_files or self.missing_images or self.corrupt_images or self.bad_votes)
+        return not (
+            self.orphan_files or self.temp_files or self.missing_images or self.corrupt_images or self.bad_votes
+        )
 
     def summary(self) -> str:
         parts = [f"{self.samples} samples, {self.votes} vote rows, {self.files} image files"]
@@ -58,23 +60,33 @@ class FsckReport:
 
     def as_dict(self) -> dict[str, Any]:
         return {
-            "ok": self.ok, "samples": self.samples, "votes": self.votes, "files": self.files,
-            **{k: [str(x) for x in getattr(self, k)] for k in
-               ("orphan_files", "temp_files", "missing_images", "corrupt_images", "bad_votes", "removed")},
+            "ok": self.ok,
+            "samples": self.samples,
+            "votes": self.votes,
+            "files": self.files,
+            **{
+                k: [str(x) for x in getattr(self, k)]
+                for k in ("orphan_files", "temp_files", "missing_images", "corrupt_images", "bad_votes", "removed")
+            },
         }
 
 
 def _bad_votes(conn: Connection, known: set[str]) -> tuple[int, list[int]]:
     """How many votes there are, and the ids of those that point nowhere or retract wrongly (one read)."""
     v = schema.votes
-    rows = {r.id: r for r in conn.execute(select(v.c.id, v.c.kind, v.c.sample_id, v.c.annotator, v.c.retracts, v.c.age))}
+    rows = {
+        r.id: r for r in conn.execute(select(v.c.id, v.c.kind, v.c.sample_id, v.c.annotator, v.c.retracts, v.c.age))
+    }
     bad = []
     for r in rows.values():
         target = rows.get(r.retracts) if r.retracts is not None else None
         if r.sample_id not in known or (r.kind == "vote" and r.age is None):
             bad.append(r.id)
         elif r.kind == "retract" and (
-            target is None or target.kind != "vote" or target.annotator != r.annotator or target.sample_id != r.sample_id
+            target is None
+            or target.kind != "vote"
+            or target.annotator != r.annotator
+            or target.sample_id != r.sample_id
         ):
             bad.append(r.id)
     return len(rows), sorted(bad)
@@ -93,7 +105,10 @@ def fsck(store: FeedbackStore, *, clean: bool = False, verify: bool = False, gra
     report = FsckReport()
 
     def read(conn: Connection) -> tuple[dict[str, str | None], int, list[int]]:
-        paths = {r.sample_id: r.image_path for r in conn.execute(select(schema.samples.c.sample_id, schema.samples.c.image_path))}
+        paths = {
+            r.sample_id: r.image_path
+            for r in conn.execute(select(schema.samples.c.sample_id, schema.samples.c.image_path))
+        }
         return (paths, *_bad_votes(conn, set(paths)))
 
     # Files are listed *before* the rows are read: a file published after the listing cannot be

@@ -19,7 +19,15 @@ from typing import Any
 
 from .errors import InvalidFieldError, InvalidImageError
 
-EXTENSIONS = {"JPEG": ".jpg", "MPO": ".jpg", "PNG": ".png", "WEBP": ".webp", "BMP": ".bmp", "GIF": ".gif", "TIFF": ".tif"}
+EXTENSIONS = {
+    "JPEG": ".jpg",
+    "MPO": ".jpg",
+    "PNG": ".png",
+    "WEBP": ".webp",
+    "BMP": ".bmp",
+    "GIF": ".gif",
+    "TIFF": ".tif",
+}
 SAMPLE_ID = re.compile(r"[0-9a-f]{64}")
 TMP_DIR = ".tmp"
 

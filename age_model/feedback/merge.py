@@ -35,13 +35,17 @@ def load_feedback(feedback: str | os.PathLike[str] | datasets.Dataset) -> datase
     if isinstance(feedback, datasets.Dataset):
         table = feedback
     elif isinstance(feedback, str) and "://" in feedback:
-        with FeedbackStore(feedback, startup_check=False, create=False) as store:  # a mistyped URL must fail, not make an empty store
+        with FeedbackStore(
+            feedback, startup_check=False, create=False
+        ) as store:  # a mistyped URL must fail, not make an empty store
             table = feedback_dataset(store)
     else:
         path = Path(feedback)
         if not path.is_dir():
-            raise FileNotFoundError(f"feedback export folder not found: {path} (give a folder written by "
-                                    "`python -m age_model.feedback export` or a store URL such as sqlite:///feedback_data/feedback.db)")
+            raise FileNotFoundError(
+                f"feedback export folder not found: {path} (give a folder written by "
+                "`python -m age_model.feedback export` or a store URL such as sqlite:///feedback_data/feedback.db)"
+            )
         # the parquet files themselves: a re-export into the same folder must never load cached rows
         table = datasets.load_dataset("parquet", data_files=str(path / "data" / "train-*.parquet"), split="train")
     missing = [c for c in REQUIRED if c not in table.column_names]
@@ -53,22 +57,34 @@ def load_feedback(feedback: str | os.PathLike[str] | datasets.Dataset) -> datase
 def _new_rows(uploads: list[dict[str, Any]], features: datasets.Features) -> datasets.Dataset:
     """Uploads shaped like the train split: known columns filled, the others left empty."""
     fill = {
-        "image": lambda r: r["image"], "age": lambda r: r["age"], "id": lambda r: r["id"],
-        "source": lambda r: r["source"], "file": lambda r: r.get("original_name") or (r["image"] or {}).get("path"),
+        "image": lambda r: r["image"],
+        "age": lambda r: r["age"],
+        "id": lambda r: r["id"],
+        "source": lambda r: r["source"],
+        "file": lambda r: r.get("original_name") or (r["image"] or {}).get("path"),
     }
     columns = {name: [fill[name](r) if name in fill else None for r in uploads] for name in features}
     return datasets.Dataset.from_dict(columns, features=features)
 
 
-def apply_feedback(dataset: datasets.DatasetDict, feedback: str | os.PathLike[str] | datasets.Dataset,
-                   include_test: bool = False) -> tuple[datasets.DatasetDict, dict[str, Any]]:
+def apply_feedback(
+    dataset: datasets.DatasetDict, feedback: str | os.PathLike[str] | datasets.Dataset, include_test: bool = False
+) -> tuple[datasets.DatasetDict, dict[str, Any]]:
     """Return the data set with settled feedback applied, and a summary of what changed."""
     table = load_feedback(feedback)
     rows = table.to_list()
     settled = [r for r in rows if r["status"] == str(Status.SETTLED) and r["age"] is not None]
     corrections = {r["id"]: float(r["age"]) for r in settled}
-    summary: dict[str, Any] = {"corrected": 0, "changed": 0, "corrected_by_split": {}, "withheld_test": 0, "added": 0,
-                               "skipped_unsettled": len(rows) - len(settled), "unmatched": 0, "already_present": 0}
+    summary: dict[str, Any] = {
+        "corrected": 0,
+        "changed": 0,
+        "corrected_by_split": {},
+        "withheld_test": 0,
+        "added": 0,
+        "skipped_unsettled": len(rows) - len(settled),
+        "unmatched": 0,
+        "already_present": 0,
+    }
     seen: set[str] = set()
     out: dict[str, datasets.Dataset] = {}
     for name, split in dataset.items():

@@ -9,7 +9,17 @@
 from __future__ import annotations
 
 from sqlalchemy import (
-    Boolean, CheckConstraint, Column, DateTime, Float, ForeignKey, Integer, MetaData, String, Table, Text,
+    Boolean,
+    CheckConstraint,
+    Column,
+    DateTime,
+    Float,
+    ForeignKey,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
 )
 
 SCHEMA_VERSION = "1"
@@ -17,7 +27,8 @@ SCHEMA_VERSION = "1"
 metadata = MetaData()
 
 samples = Table(
-    "samples", metadata,
+    "samples",
+    metadata,
     Column("sample_id", String(64), primary_key=True),
     Column("source", String(200), nullable=False),
     Column("original_name", Text),
@@ -27,7 +38,8 @@ samples = Table(
 )
 
 votes = Table(
-    "votes", metadata,
+    "votes",
+    metadata,
     Column("id", Integer, primary_key=True, autoincrement=True),
     Column("sample_id", String(64), ForeignKey("samples.sample_id"), nullable=False, index=True),
     Column("kind", String(8), nullable=False),
@@ -49,7 +61,8 @@ votes = Table(
 )
 
 claims = Table(
-    "claims", metadata,
+    "claims",
+    metadata,
     Column("sample_id", String(64), primary_key=True),
     Column("annotator", String(200), nullable=False),
     Column("claimed_at", DateTime(timezone=True), nullable=False),
@@ -57,7 +70,8 @@ claims = Table(
 )
 
 store_meta = Table(
-    "store_meta", metadata,
+    "store_meta",
+    metadata,
     Column("key", String(64), primary_key=True),
     Column("value", Text, nullable=False),
 )

@@ -56,7 +56,7 @@ def as_utc(value: datetime) -> datetime:
 
 def _chunks(ids: Sequence[str]) -> Iterable[Sequence[str]]:
     for start in range(0, len(ids), CHUNK):
-        yield ids[start:start + CHUNK]
+        yield ids[start : start + CHUNK]
 
 
 class FeedbackStore:
@@ -77,7 +77,9 @@ class FeedbackStore:
         self.rules = rules
         self.images = ImageDir(self.location.images_dir)
         if not create and self.location.backend == "sqlite" and not Path(self.location.url.database).is_file():
-            raise StoreConnectionError(f"no feedback store at {self.location.url.database} (from {self.location.display()})")
+            raise StoreConnectionError(
+                f"no feedback store at {self.location.url.database} (from {self.location.display()})"
+            )
         self.engine = make_engine(self.location.url)
         try:
             if create:
@@ -95,7 +97,9 @@ class FeedbackStore:
 
             report = fsck(self)
             if not report.ok:
-                logger.warning("feedback store %s: %s (run `python -m age_model.feedback fsck`)", self, report.summary())
+                logger.warning(
+                    "feedback store %s: %s (run `python -m age_model.feedback fsck`)", self, report.summary()
+                )
 
     # -- lifecycle -------------------------------------------------------------------------------
 
@@ -109,7 +113,9 @@ class FeedbackStore:
                     raise
 
         def meta(conn: Connection) -> None:
-            row = conn.execute(select(schema.store_meta.c.value).where(schema.store_meta.c.key == "schema_version")).first()
+            row = conn.execute(
+                select(schema.store_meta.c.value).where(schema.store_meta.c.key == "schema_version")
+            ).first()
             if row is None:
                 conn.execute(insert(schema.store_meta).values(key="schema_version", value=schema.SCHEMA_VERSION))
             elif row.value != schema.SCHEMA_VERSION:
@@ -140,24 +146,45 @@ class FeedbackStore:
         return data, sample_id_of(data), check_image(data)
 
     def _ensure_sample(
-        self, conn: Connection, sample_id: str, source: str, original_name: str | None,
-        original_label: float | None, image_path: str | None,
+        self,
+        conn: Connection,
+        sample_id: str,
+        source: str,
+        original_name: str | None,
+        original_label: float | None,
+        image_path: str | None,
     ) -> None:
         """Insert the sample row if new; fill a missing image path once the bytes are stored."""
         row = conn.execute(select(schema.samples.c.image_path).where(schema.samples.c.sample_id == sample_id)).first()
         if row is None:
-            conn.execute(insert(schema.samples).values(
-                sample_id=sample_id, source=source, original_name=original_name,
-                original_label=original_label, image_path=image_path, first_seen=utcnow(),
-            ))
+            conn.execute(
+                insert(schema.samples).values(
+                    sample_id=sample_id,
+                    source=source,
+                    original_name=original_name,
+                    original_label=original_label,
+                    image_path=image_path,
+                    first_seen=utcnow(),
+                )
+            )
         elif image_path and row.image_path is None:
-            conn.execute(update(schema.samples).where(
-                schema.samples.c.sample_id == sample_id, schema.samples.c.image_path.is_(None),
-            ).values(image_path=image_path))
+            conn.execute(
+                update(schema.samples)
+                .where(
+                    schema.samples.c.sample_id == sample_id,
+                    schema.samples.c.image_path.is_(None),
+                )
+                .values(image_path=image_path)
+            )
 
     def add_image(
-        self, image: Any, *, source: str, original_name: str | None = None,
-        original_label: float | None = None, strip: bool = False,
+        self,
+        image: Any,
+        *,
+        source: str,
+        original_name: str | None = None,
+        original_label: float | None = None,
+        strip: bool = False,
     ) -> str:
         """Store image bytes once (content addressed) and register the sample; return its id.
 
@@ -169,7 +196,9 @@ class FeedbackStore:
         label = check_optional_age(original_label, "original_label")
         data, sample_id, ext = self._prepare_image(image, strip)
         rel = self.images.save(data, sample_id, ext)
-        run_tx(self.engine, lambda c: self._ensure_sample(c, sample_id, source_, name, label, rel), retry_integrity=True)  # type: ignore[arg-type]
+        run_tx(
+            self.engine, lambda c: self._ensure_sample(c, sample_id, source_, name, label, rel), retry_integrity=True
+        )  # type: ignore[arg-type]
         return sample_id
 
     def register_samples(self, rows: Iterable[dict[str, Any]]) -> int:
@@ -180,39 +209,64 @@ class FeedbackStore:
         """
         clean = []
         for row in rows:
-            clean.append((
-                check_sample_id(row.get("sample_id")),
-                check_text(row.get("source"), "source", required=True),
-                check_text(row.get("original_name"), "original_name", max_len=None),
-                check_optional_age(row.get("original_label"), "original_label"),
-            ))
+            clean.append(
+                (
+                    check_sample_id(row.get("sample_id")),
+                    check_text(row.get("source"), "source", required=True),
+                    check_text(row.get("original_name"), "original_name", max_len=None),
+                    check_optional_age(row.get("original_label"), "original_label"),
+                )
+            )
 
         def tx(conn: Connection) -> int:
             known: set[str] = set()
             ids = [c[0] for c in clean]
             for chunk in _chunks(ids):
-                known.update(conn.execute(select(schema.samples.c.sample_id).where(schema.samples.c.sample_id.in_(chunk))).scalars())
+                known.update(
+                    conn.execute(
+                        select(schema.samples.c.sample_id).where(schema.samples.c.sample_id.in_(chunk))
+                    ).scalars()
+                )
             new = {c[0]: c for c in clean if c[0] not in known}
             if new:
                 now = utcnow()
-                conn.execute(insert(schema.samples), [
-                    dict(sample_id=s, source=src, original_name=n, original_label=lab, image_path=None, first_seen=now)
-                    for s, src, n, lab in new.values()
-                ])
+                conn.execute(
+                    insert(schema.samples),
+                    [
+                        dict(
+                            sample_id=s,
+                            source=src,
+                            original_name=n,
+                            original_label=lab,
+                            image_path=None,
+                            first_seen=now,
+                        )
+                        for s, src, n, lab in new.values()
+                    ],
+                )
             return len(new)
 
         return run_tx(self.engine, tx, retry_integrity=True)
 
     def register_sample(
-        self, sample_id: str, *, source: str, original_name: str | None = None, original_label: float | None = None,
+        self,
+        sample_id: str,
+        *,
+        source: str,
+        original_name: str | None = None,
+        original_label: float | None = None,
     ) -> str:
         """Register one data set sample by id (see register_samples)."""
-        self.register_samples([dict(sample_id=sample_id, source=source, original_name=original_name, original_label=original_label)])
+        self.register_samples(
+            [dict(sample_id=sample_id, source=source, original_name=original_name, original_label=original_label)]
+        )
         return sample_id
 
     def _sample(self, row: Row[Any]) -> Sample:
         return Sample(
-            sample_id=row.sample_id, source=row.source, original_name=row.original_name,
+            sample_id=row.sample_id,
+            source=row.source,
+            original_name=row.original_name,
             original_label=row.original_label,
             image_path=self.images.resolve(row.image_path) if row.image_path else None,
             first_seen=as_utc(row.first_seen),
@@ -228,7 +282,11 @@ class FeedbackStore:
             if sample_ids is None:
                 rows = list(conn.execute(query))
             else:
-                rows = [r for chunk in _chunks(list(sample_ids)) for r in conn.execute(query.where(schema.samples.c.sample_id.in_(chunk)))]
+                rows = [
+                    r
+                    for chunk in _chunks(list(sample_ids))
+                    for r in conn.execute(query.where(schema.samples.c.sample_id.in_(chunk)))
+                ]
             return sorted((self._sample(r) for r in rows), key=lambda s: (s.first_seen, s.sample_id))
 
         return run_tx(self.engine, tx, read_only=True)
@@ -248,10 +306,19 @@ class FeedbackStore:
     @staticmethod
     def _vote(row: Row[Any]) -> Vote:
         return Vote(
-            id=row.id, sample_id=row.sample_id, kind=row.kind, age=row.age, annotator=row.annotator,
-            created_at=as_utc(row.created_at), source=row.source, previous_label=row.previous_label,
-            model_age=row.model_age, model_version=row.model_version, note=row.note,
-            consent=row.consent, retracts=row.retracts,
+            id=row.id,
+            sample_id=row.sample_id,
+            kind=row.kind,
+            age=row.age,
+            annotator=row.annotator,
+            created_at=as_utc(row.created_at),
+            source=row.source,
+            previous_label=row.previous_label,
+            model_age=row.model_age,
+            model_version=row.model_version,
+            note=row.note,
+            consent=row.consent,
+            retracts=row.retracts,
         )
 
     def _insert_vote(self, conn: Connection, **values: Any) -> Vote:
@@ -259,31 +326,49 @@ class FeedbackStore:
         values.setdefault("created_at", utcnow())
         values.setdefault("kind", "vote")
         result = conn.execute(insert(schema.votes).values(**values))
-        conn.execute(delete(schema.claims).where(
-            schema.claims.c.sample_id == values["sample_id"], schema.claims.c.annotator == values["annotator"],
-        ))
+        conn.execute(
+            delete(schema.claims).where(
+                schema.claims.c.sample_id == values["sample_id"],
+                schema.claims.c.annotator == values["annotator"],
+            )
+        )
         fields = {k: values.get(k) for k in Vote.__dataclass_fields__ if k != "id"}
         return Vote(id=result.inserted_primary_key[0], **fields)
 
     def _sample_votes(self, conn: Connection, sample_ids: Sequence[str]) -> dict[str, list[Vote]]:
         out: dict[str, list[Vote]] = defaultdict(list)
         for chunk in _chunks(list(sample_ids)):
-            for row in conn.execute(select(schema.votes).where(schema.votes.c.sample_id.in_(chunk)).order_by(schema.votes.c.id)):
+            for row in conn.execute(
+                select(schema.votes).where(schema.votes.c.sample_id.in_(chunk)).order_by(schema.votes.c.id)
+            ):
                 out[row.sample_id].append(self._vote(row))
         return out
 
     @staticmethod
     def _vote_values(
-        sample_id: Any, age: Any, annotator: Any, *, source: Any = None, previous_label: Any = None,
-        model_age: Any = None, model_version: Any = None, note: Any = None, consent: Any = None,
+        sample_id: Any,
+        age: Any,
+        annotator: Any,
+        *,
+        source: Any = None,
+        previous_label: Any = None,
+        model_age: Any = None,
+        model_version: Any = None,
+        note: Any = None,
+        consent: Any = None,
         created_at: Any = None,
     ) -> dict[str, Any]:
         """Checked column values of one vote (raises FeedbackError before anything is written)."""
         values: dict[str, Any] = dict(
-            sample_id=check_sample_id(sample_id), age=check_age(age), annotator=check_annotator(annotator),
-            source=check_text(source, "source"), previous_label=check_optional_age(previous_label, "previous_label"),
-            model_age=check_optional_age(model_age, "model_age"), model_version=check_text(model_version, "model_version"),
-            note=check_text(note, "note", max_len=5000), consent=check_consent(consent),
+            sample_id=check_sample_id(sample_id),
+            age=check_age(age),
+            annotator=check_annotator(annotator),
+            source=check_text(source, "source"),
+            previous_label=check_optional_age(previous_label, "previous_label"),
+            model_age=check_optional_age(model_age, "model_age"),
+            model_version=check_text(model_version, "model_version"),
+            note=check_text(note, "note", max_len=5000),
+            consent=check_consent(consent),
         )
         if created_at is not None:
             if not isinstance(created_at, datetime):
@@ -301,14 +386,27 @@ class FeedbackStore:
         if vals["source"] is None:
             vals["source"] = row.source
         if vals["previous_label"] is None:
-            current = aggregate(sample_id, self._sample_votes(conn, [sample_id])[sample_id], original_label=row.original_label, rules=self.rules)
+            current = aggregate(
+                sample_id,
+                self._sample_votes(conn, [sample_id])[sample_id],
+                original_label=row.original_label,
+                rules=self.rules,
+            )
             vals["previous_label"] = current.age if current.age is not None else row.original_label
         return self._insert_vote(conn, **vals)
 
     def add_vote(
-        self, sample_id: str, age: Any, annotator: str, *, source: str | None = None,
-        previous_label: float | None = None, model_age: float | None = None,
-        model_version: str | None = None, note: str | None = None, consent: bool | None = None,
+        self,
+        sample_id: str,
+        age: Any,
+        annotator: str,
+        *,
+        source: str | None = None,
+        previous_label: float | None = None,
+        model_age: float | None = None,
+        model_version: str | None = None,
+        note: str | None = None,
+        consent: bool | None = None,
         created_at: datetime | None = None,
     ) -> Vote:
         """Append a vote on a known sample.
@@ -317,8 +415,16 @@ class FeedbackStore:
         replaces) defaults to the sample's current aggregate, else its original label.
         """
         values = self._vote_values(
-            sample_id, age, annotator, source=source, previous_label=previous_label, model_age=model_age,
-            model_version=model_version, note=note, consent=consent, created_at=created_at,
+            sample_id,
+            age,
+            annotator,
+            source=source,
+            previous_label=previous_label,
+            model_age=model_age,
+            model_version=model_version,
+            note=note,
+            consent=consent,
+            created_at=created_at,
         )
         return run_tx(self.engine, lambda conn: self._append_vote(conn, values))
 
@@ -336,9 +442,18 @@ class FeedbackStore:
         return run_tx(self.engine, lambda conn: [self._append_vote(conn, values) for values in checked])
 
     def add_upload(
-        self, image: Any, age: Any, annotator: str, *, consent: bool | None, source: str = "upload",
-        model_age: float | None = None, model_version: str | None = None, note: str | None = None,
-        original_name: str | None = None, strip: bool = True,
+        self,
+        image: Any,
+        age: Any,
+        annotator: str,
+        *,
+        consent: bool | None,
+        source: str = "upload",
+        model_age: float | None = None,
+        model_version: str | None = None,
+        note: str | None = None,
+        original_name: str | None = None,
+        strip: bool = True,
     ) -> Vote:
         """A stakeholder's photo with its age: image stored once, sample and vote in one commit.
 
@@ -348,9 +463,13 @@ class FeedbackStore:
         correction across 18 or 25 waits for a second opinion like any other.
         """
         fields = dict(
-            age=check_age(age), annotator=check_annotator(annotator), source=check_text(source, "source", required=True),
-            model_age=check_optional_age(model_age, "model_age"), model_version=check_text(model_version, "model_version"),
-            note=check_text(note, "note", max_len=5000), consent=check_consent(consent),
+            age=check_age(age),
+            annotator=check_annotator(annotator),
+            source=check_text(source, "source", required=True),
+            model_age=check_optional_age(model_age, "model_age"),
+            model_version=check_text(model_version, "model_version"),
+            note=check_text(note, "note", max_len=5000),
+            consent=check_consent(consent),
         )
         name = check_text(original_name, "original_name", max_len=None)
         data, sample_id, ext = self._prepare_image(image, strip)
@@ -362,7 +481,10 @@ class FeedbackStore:
 
         def tx(conn: Connection) -> Vote:
             self._ensure_sample(conn, sample_id, fields["source"], name, None, rel)
-            first = conn.execute(select(schema.votes.c.id).where(schema.votes.c.sample_id == sample_id).limit(1)).first() is None
+            first = (
+                conn.execute(select(schema.votes.c.id).where(schema.votes.c.sample_id == sample_id).limit(1)).first()
+                is None
+            )
             previous = fields["model_age"] if first else None  # None: the current aggregate
             return self._append_vote(conn, {"sample_id": sample_id, "previous_label": previous, **fields})
 
@@ -390,8 +512,16 @@ class FeedbackStore:
             if target is None:
                 where = f" on sample {sample_id}" if sample_id else ""
                 raise NothingToUndoError(f"{name} has no vote{where} left to undo")
-            return self._insert_vote(conn, sample_id=target.sample_id, kind="retract", age=None, annotator=name,
-                                     source=target.source, note=note_, retracts=target.id)
+            return self._insert_vote(
+                conn,
+                sample_id=target.sample_id,
+                kind="retract",
+                age=None,
+                annotator=name,
+                source=target.source,
+                note=note_,
+                retracts=target.id,
+            )
 
         return run_tx(self.engine, tx, retry_integrity=True)
 
@@ -427,12 +557,18 @@ class FeedbackStore:
 
     # -- labels --------------------------------------------------------------------------------
 
-    def labels(self, sample_ids: Sequence[str] | None = None, *, sources: Iterable[str] | None = None) -> dict[str, Label]:
+    def labels(
+        self, sample_ids: Sequence[str] | None = None, *, sources: Iterable[str] | None = None
+    ) -> dict[str, Label]:
         """Current label of every known sample (or of these ids / sources); unknown ids are left out."""
         samples = self.samples(sample_ids, sources=sources)
-        votes = self.votes_by_sample([s.sample_id for s in samples] if (sample_ids is not None or sources is not None) else None)
+        votes = self.votes_by_sample(
+            [s.sample_id for s in samples] if (sample_ids is not None or sources is not None) else None
+        )
         return {
-            s.sample_id: aggregate(s.sample_id, votes.get(s.sample_id, []), original_label=s.original_label, rules=self.rules)
+            s.sample_id: aggregate(
+                s.sample_id, votes.get(s.sample_id, []), original_label=s.original_label, rules=self.rules
+            )
             for s in samples
         }
 
@@ -459,7 +595,11 @@ class FeedbackStore:
         def tx(conn: Connection) -> bool:
             now = utcnow()
             values = dict(annotator=name, claimed_at=now, expires_at=now + timedelta(seconds=ttl))
-            taken = conn.execute(update(c).where(c.c.sample_id == sample_id, or_(c.c.expires_at <= now, c.c.annotator == name)).values(**values))
+            taken = conn.execute(
+                update(c)
+                .where(c.c.sample_id == sample_id, or_(c.c.expires_at <= now, c.c.annotator == name))
+                .values(**values)
+            )
             if taken.rowcount == 1:
                 return True
             if conn.execute(select(c.c.sample_id).where(c.c.sample_id == sample_id)).first() is not None:
@@ -475,14 +615,23 @@ class FeedbackStore:
     def release(self, sample_id: str, annotator: str) -> None:
         """Give a claimed sample back (skip) so another annotator can take it at once."""
         c = schema.claims
-        run_tx(self.engine, lambda conn: conn.execute(delete(c).where(c.c.sample_id == check_sample_id(sample_id), c.c.annotator == check_annotator(annotator))))
+        run_tx(
+            self.engine,
+            lambda conn: conn.execute(
+                delete(c).where(
+                    c.c.sample_id == check_sample_id(sample_id), c.c.annotator == check_annotator(annotator)
+                )
+            ),
+        )
 
     def claim_holder(self, sample_id: str) -> tuple[str, datetime] | None:
         """(annotator, expiry) of the live claim on one sample, or None: one primary-key read."""
         c = schema.claims
 
         def tx(conn: Connection) -> tuple[str, datetime] | None:
-            row = conn.execute(select(c).where(c.c.sample_id == check_sample_id(sample_id), c.c.expires_at > utcnow())).first()
+            row = conn.execute(
+                select(c).where(c.c.sample_id == check_sample_id(sample_id), c.c.expires_at > utcnow())
+            ).first()
             return None if row is None else (row.annotator, as_utc(row.expires_at))
 
         return run_tx(self.engine, tx, read_only=True)

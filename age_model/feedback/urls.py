@@ -54,7 +54,7 @@ def parse_store_url(url: str, images_dir: str | os.PathLike[str] | None = None) 
     if not isinstance(url, str) or "://" not in url:
         raise StoreURLError(f"not a store URL: {url!r}; expected e.g. {EXAMPLES}")
     if url.startswith("postgres://"):
-        url = "postgresql://" + url[len("postgres://"):]
+        url = "postgresql://" + url[len("postgres://") :]
     try:
         parsed = make_url(url)
     except ArgumentError as exc:
@@ -75,8 +75,7 @@ def parse_store_url(url: str, images_dir: str | os.PathLike[str] | None = None) 
             parsed = parsed.set(drivername="postgresql+psycopg")
         if folder is None:
             raise StoreURLError(
-                "a PostgreSQL store needs a shared images folder: add ?images_dir=/path to the URL "
-                "or pass images_dir"
+                "a PostgreSQL store needs a shared images folder: add ?images_dir=/path to the URL or pass images_dir"
             )
     else:
         raise StoreURLError(f"unsupported store backend {backend!r} in {url!r}; use sqlite or postgresql")

@@ -55,9 +55,11 @@ HOW_TO_ENABLE = (
     "Start the app with `python app.py --annotators FILE` (one `name:password` per line), or set "
     "`AGECHECK_ANNOTATORS='alice:pw1,bob:pw2'`, then log in at /annotate."
 )
-SHORTCUTS = ("Keys: **C** or **Enter** confirm · **0-9** type a corrected age, **Enter** saves it · **S** skip · "
-             "**U** undo · **N** next · **Esc** leave a field. Bulk grid: **1-9, 0, -, =** (or a click) mark a "
-             "wrong label · **Enter** confirm the others · **G** new grid · **U** undo")
+SHORTCUTS = (
+    "Keys: **C** or **Enter** confirm · **0-9** type a corrected age, **Enter** saves it · **S** skip · "
+    "**U** undo · **N** next · **Esc** leave a field. Bulk grid: **1-9, 0, -, =** (or a click) mark a "
+    "wrong label · **Enter** confirm the others · **G** new grid · **U** undo"
+)
 
 
 def inline_image(image: Any, alt: str, max_side: int = 512) -> str:
@@ -92,15 +94,21 @@ class Annotator:
             cache_dir = self.folder / "review_scores"
             scores = None
             if predictor is not None:
-                scores = SubmissionScores(self.store, predictor, ScoreCache.at(
-                    cache_dir / f"{model_key(state.model, state.model_version)}-cropped.jsonl"), compute_missing=False)
-            self.submissions = ReviewQueue.for_submissions(self.store, predictions=scores, claim_ttl=CLAIM_TTL,
-                                                           model_version=state.model_version)
+                scores = SubmissionScores(
+                    self.store,
+                    predictor,
+                    ScoreCache.at(cache_dir / f"{model_key(state.model, state.model_version)}-cropped.jsonl"),
+                    compute_missing=False,
+                )
+            self.submissions = ReviewQueue.for_submissions(
+                self.store, predictions=scores, claim_ttl=CLAIM_TTL, model_version=state.model_version
+            )
             if scores is not None:
                 scores.compute_missing = True  # uploads that arrive from now on are scored as they come
             if options.review:
-                self.review = DatasetReview(options.review, self.store, predictor, cache_dir, state.model,
-                                            state.model_version).start()
+                self.review = DatasetReview(
+                    options.review, self.store, predictor, cache_dir, state.model, state.model_version
+                ).start()
                 state.stoppers.append(self.review.stop)
 
     # -- who, which queue ----------------------------------------------------------------------
@@ -134,7 +142,9 @@ class Annotator:
             raise user_error(self.review.status())
         queue = self.review.groups if name == GROUPS else self.review.queue
         if queue is None:
-            what = "The conflicting duplicates are still being looked for" if name == GROUPS else "The data set is loading"
+            what = (
+                "The conflicting duplicates are still being looked for" if name == GROUPS else "The data set is loading"
+            )
             raise user_error(f"{self.review.status()} {what}: this page shows the first item as soon as it is ready.")
         return queue
 
@@ -156,18 +166,23 @@ class Annotator:
         contested = p.by_status.get("needs_another_look", 0) + p.by_status.get("pending_second_opinion", 0)
         mine = p.per_annotator.get(annotator, 0)
         what = {"groups": "Conflicting duplicates", "submissions": "Submissions"}.get(
-            queue.kind, f"Data set `{self.review.name}`" if self.review is not None else "Data set")
-        return (f"**{what}**: {p.done:,} of {p.total:,} done (settled), **{p.left:,} left**"
-                f"{f', {contested:,} waiting for another opinion' if contested else ''} · "
-                f"**{annotator}**: {mine:,} vote{'s' * (mine != 1)} here")
+            queue.kind, f"Data set `{self.review.name}`" if self.review is not None else "Data set"
+        )
+        return (
+            f"**{what}**: {p.done:,} of {p.total:,} done (settled), **{p.left:,} left**"
+            f"{f', {contested:,} waiting for another opinion' if contested else ''} · "
+            f"**{annotator}**: {mine:,} vote{'s' * (mine != 1)} here"
+        )
 
     def describe(self, item: ReviewItem) -> str:
         status = str(item.status).replace("_", " ")
         votes = "no votes yet" if item.num_votes == 0 else f"{item.num_votes} vote{'s' * (item.num_votes != 1)}"
         if item.members:
             ages = ", ".join(_age(a) for a in item.member_labels)
-            return (f"**Conflicting duplicates** · {len(item.members)} copies of one photo labelled {ages} · **{status}**, "
-                    f"{votes}  \nType the age you see: **every copy gets it**, and training uses it for all of them.")
+            return (
+                f"**Conflicting duplicates** · {len(item.members)} copies of one photo labelled {ages} · **{status}**, "
+                f"{votes}  \nType the age you see: **every copy gets it**, and training uses it for all of them."
+            )
         name = f" · `{item.original_name}`" if item.original_name else ""
         why = "" if item.score is None else f" · suspicion {item.score:.1f} (|model − label| / spread)"
         reports = ""
@@ -175,8 +190,10 @@ class Annotator:
             said = "; ".join(f"`{who.split(':', 1)[1]}` says {_age(age)}" for who, age in item.reports)
             reports = f"  \n**Unverified report from the public page** ({said}): it trains only once you decide."
         shown = "original label" if item.num_votes == 0 and item.index is not None else "current label"
-        return (f"**{item.source}**{name} · sample `{item.sample_id[:12]}` · **{status}**, {votes}{why}{reports}  \n"
-                f"Shown: the {shown}; confirm it if the face looks that age, otherwise type the age you see.")
+        return (
+            f"**{item.source}**{name} · sample `{item.sample_id[:12]}` · **{status}**, {votes}{why}{reports}  \n"
+            f"Shown: the {shown}; confirm it if the face looks that age, otherwise type the age you see."
+        )
 
     def vote_table(self, sample_id: str) -> pd.DataFrame:
         rows = []
@@ -195,16 +212,20 @@ class Annotator:
             return self._pictures(queue, item)
         except Exception as error:  # a broken or missing image file in the data set
             logger.warning("cannot show sample %s: %s", item.sample_id[:12], error)
-            return (f"<p><b>This image cannot be read</b> ({html.escape(type(error).__name__)}): press Skip (S).</p>",
-                    None)
+            return (
+                f"<p><b>This image cannot be read</b> ({html.escape(type(error).__name__)}): press Skip (S).</p>",
+                None,
+            )
 
     def _pictures(self, queue: ReviewQueue, item: ReviewItem) -> tuple[str, Any]:
         if item.members:
             figures = []
             for k, (sample_id, age) in enumerate(zip(item.members, item.member_labels)):
                 image = inline_image(queue.image(item, member=k), f"Copy {k + 1}", max_side=320)
-                figures.append(f"<figure>{image}<figcaption>copy {k + 1} · labelled <b>{_age(age)}</b><br>"
-                               f"<code>{sample_id[:12]}</code></figcaption></figure>")
+                figures.append(
+                    f"<figure>{image}<figcaption>copy {k + 1} · labelled <b>{_age(age)}</b><br>"
+                    f"<code>{sample_id[:12]}</code></figcaption></figure>"
+                )
             return f'<div class="ann-members">{"".join(figures)}</div>', None
         image = queue.image(item)
         crop = None
@@ -219,10 +240,23 @@ class Annotator:
         """Everything the Annotate tab shows, in the order of the layout's ``view`` list."""
         progress = self.progress(queue, annotator)
         if item is None:
-            info = ("**Nothing left for you in this queue.** Every item is settled, already has your vote, or is "
-                    "being reviewed by someone else right now. This page looks again by itself; or switch queues.")
-            return ("", "", gr.update(value="", visible=False), info, None, "", None, gr.update(value=30),
-                    pd.DataFrame(columns=VOTE_COLUMNS), progress, message)
+            info = (
+                "**Nothing left for you in this queue.** Every item is settled, already has your vote, or is "
+                "being reviewed by someone else right now. This page looks again by itself; or switch queues."
+            )
+            return (
+                "",
+                "",
+                gr.update(value="", visible=False),
+                info,
+                None,
+                "",
+                None,
+                gr.update(value=30),
+                pd.DataFrame(columns=VOTE_COLUMNS),
+                progress,
+                message,
+            )
         pictures, crop = self.pictures(queue, item)
         label = None if item.label is None else round(float(item.label), 1)
         if item.model_age is None:
@@ -231,12 +265,28 @@ class Annotator:
             spread = "" if item.model_spread is None else f" ± {item.model_spread:.1f}"
             model = f"{item.model_age:.1f}{spread}"
         known = [a for a in item.member_labels if a is not None]
-        start = label if label is not None else (round(statistics.median(known)) if known else
-                                                 None if item.model_age is None else round(item.model_age))
-        return (item.sample_id, pictures,
-                gr.update(value=inline_image(crop, "Face the model sees") if crop is not None else "", visible=crop is not None),
-                self.describe(item), label, model, start, gr.update(value=start if start is not None else 30),
-                self.vote_table(item.sample_id), progress, message)
+        start = (
+            label
+            if label is not None
+            else (
+                round(statistics.median(known)) if known else None if item.model_age is None else round(item.model_age)
+            )
+        )
+        return (
+            item.sample_id,
+            pictures,
+            gr.update(
+                value=inline_image(crop, "Face the model sees") if crop is not None else "", visible=crop is not None
+            ),
+            self.describe(item),
+            label,
+            model,
+            start,
+            gr.update(value=start if start is not None else 30),
+            self.vote_table(item.sample_id),
+            progress,
+            message,
+        )
 
     # -- actions: each one queue call, then the view ---------------------------------------------
 
@@ -262,7 +312,9 @@ class Annotator:
         except gr.Error as error:  # not open yet: an empty screen, which the timer fills once it is
             return empty_view(error.message)
 
-    def vote(self, queue_name: str, sample_id: str | None, age: Any, request: gr.Request | None, confirm: bool) -> tuple:
+    def vote(
+        self, queue_name: str, sample_id: str | None, age: Any, request: gr.Request | None, confirm: bool
+    ) -> tuple:
         annotator = self.user(request)
         queue = self.queue(queue_name)
         if not sample_id:
@@ -272,8 +324,12 @@ class Annotator:
         copies = len(queue.candidate(sample_id).sample_ids)
         every = f" on all {copies} copies" if copies > 1 else ""
         item = self._run(lambda: queue.next(annotator))
-        return self.view(annotator, queue, item, f"{done} {vote.age:g}{every} (sample `{sample_id[:12]}`, vote #{vote.id}). "
-                                                 "U undoes it.")
+        return self.view(
+            annotator,
+            queue,
+            item,
+            f"{done} {vote.age:g}{every} (sample `{sample_id[:12]}`, vote #{vote.id}). U undoes it.",
+        )
 
     def skip(self, queue_name: str, sample_id: str | None, request: gr.Request | None) -> tuple:
         annotator = self.user(request)
@@ -287,12 +343,17 @@ class Annotator:
         annotator = self.user(request)
         queue = self.queue(queue_name)
         retraction, item = self._run(lambda: queue.undo(annotator, current=sample_id or None))
-        message = (f"Undid your vote on `{retraction.sample_id[:12]}` (vote #{retraction.retracts}; it stays in the "
-                   "history as undone).")
+        message = (
+            f"Undid your vote on `{retraction.sample_id[:12]}` (vote #{retraction.retracts}; it stays in the "
+            "history as undone)."
+        )
         if item is not None:
             return self.view(annotator, queue, item, message + " Vote on it again.")
-        return self.next(queue_name, None, request, message) if not sample_id else \
-            self.view(annotator, queue, self._run(lambda: queue.next(annotator)), message)
+        return (
+            self.next(queue_name, None, request, message)
+            if not sample_id
+            else self.view(annotator, queue, self._run(lambda: queue.next(annotator)), message)
+        )
 
     def refresh(self, queue_name: str, sample_id: str | None, request: gr.Request | None) -> tuple:
         """The timer: while nothing is on screen, look for work (the data set may have opened)."""
@@ -316,8 +377,10 @@ class Annotator:
         annotator = self.user(request)
         queue = self.queue(queue_name)
         if queue.kind == "groups":
-            raise user_error("Conflicting duplicates are decided one group at a time on the Annotate tab; "
-                             "pick the data set or the submissions for the grid.")
+            raise user_error(
+                "Conflicting duplicates are decided one group at a time on the Annotate tab; "
+                "pick the data set or the submissions for the grid."
+            )
         items = self._run(lambda: queue.batch(annotator, GRID_SIZE))
         cards = []
         for n, item in enumerate(items, start=1):
@@ -326,11 +389,16 @@ class Annotator:
                 picture = inline_image(queue.image(item), f"Face {n}", 224)
             except Exception:  # an unreadable file: the card says so; mark it to give it back
                 picture = "<p>cannot read this image: mark it</p>"
-            cards.append(f'<div class="bulk-card" tabindex="0" data-n="{n}" data-id="{item.sample_id}">'
-                         f'<span class="bulk-num">{n}</span>{picture}'
-                         f'<div class="bulk-label">{_age(item.label)}</div><div class="bulk-model">{model}</div></div>')
-        body = f'<div class="bulk-grid">{"".join(cards)}</div>' if cards else \
-            "**Nothing left for you in this queue.** Switch queues or come back later."
+            cards.append(
+                f'<div class="bulk-card" tabindex="0" data-n="{n}" data-id="{item.sample_id}">'
+                f'<span class="bulk-num">{n}</span>{picture}'
+                f'<div class="bulk-label">{_age(item.label)}</div><div class="bulk-model">{model}</div></div>'
+            )
+        body = (
+            f'<div class="bulk-grid">{"".join(cards)}</div>'
+            if cards
+            else "**Nothing left for you in this queue.** Switch queues or come back later."
+        )
         ids = ",".join(item.sample_id for item in items)
         choices = [str(n) for n in range(1, len(items) + 1)]
         return body, ids, gr.update(choices=choices, value=[]), f"{message}{self.progress(queue, annotator)}"
@@ -348,16 +416,20 @@ class Annotator:
         confirm = [(sample_id, None) for n, sample_id in enumerate(on_screen, start=1) if n not in wrong]
         votes = self._run(lambda: queue.submit_batch(annotator, confirm))
         queue.set_aside([on_screen[n - 1] for n in sorted(wrong) if 1 <= n <= len(on_screen)], annotator)
-        message = (f"Confirmed {len(confirm)} label{'s' * (len(confirm) != 1)} ({len(votes)} votes)"
-                   f"{f'; the {len(wrong)} marked wrong wait for you on the Annotate tab' if wrong else ''}. "
-                   "U undoes one. ")
+        message = (
+            f"Confirmed {len(confirm)} label{'s' * (len(confirm) != 1)} ({len(votes)} votes)"
+            f"{f'; the {len(wrong)} marked wrong wait for you on the Annotate tab' if wrong else ''}. "
+            "U undoes one. "
+        )
         return self.grid(queue_name, request, message)
 
     def grid_undo(self, queue_name: str, ids: str, request: gr.Request | None) -> tuple:
         annotator = self.user(request)
         queue = self.queue(queue_name)
         retraction, _ = self._run(lambda: queue.undo(annotator))
-        return self.grid(queue_name, request, f"Undid your vote on `{retraction.sample_id[:12]}`: it is back in this grid. ")
+        return self.grid(
+            queue_name, request, f"Undid your vote on `{retraction.sample_id[:12]}`: it is back in this grid. "
+        )
 
     def close(self) -> None:
         if self.review is not None:
@@ -375,14 +447,26 @@ def build_annotate_app(state: AppState, options: ServerOptions) -> gr.Blocks:
     backend = Annotator(state, options)
     choices = backend.queue_choices()
     with gr.Blocks(title="agecheck annotators") as page:
-        gr.Markdown("# agecheck annotators\nReview the labels the model suspects most; every decision is a vote "
-                    "that can be undone, nothing is overwritten.")
+        gr.Markdown(
+            "# agecheck annotators\nReview the labels the model suspects most; every decision is a vote "
+            "that can be undone, nothing is overwritten."
+        )
         with gr.Row(equal_height=True):
             whoami = gr.Markdown(elem_id="ann_whoami")
-            gr.Button("Log out", link="logout", link_target="_self", size="sm", scale=0, min_width=90,
-                      visible=backend.enabled, elem_id="ann_logout")  # relative: /annotate/logout
+            gr.Button(
+                "Log out",
+                link="logout",
+                link_target="_self",
+                size="sm",
+                scale=0,
+                min_width=90,
+                visible=backend.enabled,
+                elem_id="ann_logout",
+            )  # relative: /annotate/logout
         with gr.Row(equal_height=False, visible=backend.enabled):
-            queue_name = gr.Radio(choices=choices, value=choices[0][1], label="Queue", elem_id="ann_queue_source", scale=2)
+            queue_name = gr.Radio(
+                choices=choices, value=choices[0][1], label="Queue", elem_id="ann_queue_source", scale=2
+            )
             progress = gr.Markdown(elem_id="ann_progress")
         with gr.Tab("Annotate", elem_id="ann_tab"):
             with gr.Column(visible=backend.enabled):  # without logins the page only says how to enable them
@@ -397,8 +481,13 @@ def build_annotate_app(state: AppState, options: ServerOptions) -> gr.Blocks:
                             label = gr.Number(label="Current label (years)", interactive=False, elem_id="ann_label")
                             model = gr.Textbox(label="Model estimate ± spread", interactive=False, elem_id="ann_model")
                         confirm = gr.Button("Confirm label  [C]", variant="primary", elem_id="ann_confirm")
-                        age = gr.Number(label="Age you see (years)", minimum=AGE_RANGE[0], maximum=AGE_RANGE[1], precision=0,
-                                        elem_id="ann_age")
+                        age = gr.Number(
+                            label="Age you see (years)",
+                            minimum=AGE_RANGE[0],
+                            maximum=AGE_RANGE[1],
+                            precision=0,
+                            elem_id="ann_age",
+                        )
                         age_slider = gr.Slider(*AGE_RANGE, value=30, step=1, label="or drag", elem_id="ann_age_slider")
                         correct = gr.Button("Correct to this age  [Enter in the box]", elem_id="ann_correct")
                         with gr.Row():
@@ -406,14 +495,21 @@ def build_annotate_app(state: AppState, options: ServerOptions) -> gr.Blocks:
                             undo = gr.Button("Undo last vote  [U]", size="sm", min_width=60, elem_id="ann_undo")
                             next_button = gr.Button("Next  [N]", size="sm", min_width=60, elem_id="ann_next")
                         message = gr.Markdown(elem_id="ann_message")
-                votes = gr.Dataframe(headers=VOTE_COLUMNS, label="Earlier votes on this item", interactive=False,
-                                     elem_id="ann_votes", wrap=True)
+                votes = gr.Dataframe(
+                    headers=VOTE_COLUMNS,
+                    label="Earlier votes on this item",
+                    interactive=False,
+                    elem_id="ann_votes",
+                    wrap=True,
+                )
                 sample_id = gr.Textbox(visible=False, elem_id="ann_sample_id")
         with gr.Tab("Bulk grid", elem_id="bulk_tab") as bulk_tab:
             with gr.Column(visible=backend.enabled):
-                gr.Markdown(f"Up to {GRID_SIZE} faces with their labels: **mark the wrong ones** (click, or keys "
-                            "1-9, 0, -, =), then **Enter** confirms all the others in one go; the marked ones stay "
-                            "yours and come first on the Annotate tab, to type the age you see.")
+                gr.Markdown(
+                    f"Up to {GRID_SIZE} faces with their labels: **mark the wrong ones** (click, or keys "
+                    "1-9, 0, -, =), then **Enter** confirms all the others in one go; the marked ones stay "
+                    "yours and come first on the Annotate tab, to type the age you see."
+                )
                 with gr.Row():
                     grid_confirm = gr.Button("Confirm all unmarked  [Enter]", variant="primary", elem_id="bulk_confirm")
                     grid_load = gr.Button("New grid  [G]", size="sm", elem_id="bulk_load")
@@ -485,18 +581,37 @@ def build_annotate_app(state: AppState, options: ServerOptions) -> gr.Blocks:
         age_slider.input(None, inputs=age_slider, outputs=age, js="(age) => age", api_visibility="private", queue=False)
         bulk_tab.select(load_grid, inputs=queue_name, outputs=grid_view, api_visibility="private", **many)
         grid_load.click(load_grid, inputs=queue_name, outputs=grid_view, api_name="grid", **many)
-        grid_confirm.click(confirm_grid, inputs=[queue_name, grid_ids, marks], outputs=grid_view, api_name="grid_confirm",
-                           **many)
+        grid_confirm.click(
+            confirm_grid, inputs=[queue_name, grid_ids, marks], outputs=grid_view, api_name="grid_confirm", **many
+        )
         grid_undo.click(undo_grid, inputs=[queue_name, grid_ids], outputs=grid_view, api_visibility="private", **many)
-        gr.Timer(REFRESH_S, active=backend.enabled).tick(refresh, inputs=[queue_name, sample_id], outputs=[whoami, *view],
-                                                         api_visibility="private", show_progress="hidden")
+        gr.Timer(REFRESH_S, active=backend.enabled).tick(
+            refresh,
+            inputs=[queue_name, sample_id],
+            outputs=[whoami, *view],
+            api_visibility="private",
+            show_progress="hidden",
+        )
 
     if state.store is not None and getattr(options, "push_feedback_to", None):
-        start_scheduled_push(state.store, backend.folder / "hub_push", options.push_feedback_to, options.push_every_minutes)
+        start_scheduled_push(
+            state.store, backend.folder / "hub_push", options.push_feedback_to, options.push_every_minutes
+        )
     page.annotator = backend  # tests and server shutdown reach the backend here
     return page
 
 
 def empty_view(message: str) -> tuple:
-    return ("", None, gr.update(value=None, visible=False), "", None, "", None, gr.update(value=30),
-            pd.DataFrame(columns=VOTE_COLUMNS), "", f"**{message}**")
+    return (
+        "",
+        None,
+        gr.update(value=None, visible=False),
+        "",
+        None,
+        "",
+        None,
+        gr.update(value=30),
+        pd.DataFrame(columns=VOTE_COLUMNS),
+        "",
+        f"**{message}**",
+    )

@@ -66,8 +66,10 @@ def check_files(files: Any) -> list[str]:
     if not isinstance(files, list) or not all(isinstance(f, str) for f in files):
         raise user_error("Send a list of uploaded files.")
     if len(files) > MAX_UPLOADS:
-        raise user_error(f"{len(files)} files is too many for one run: at most {MAX_UPLOADS}. Put photos in a zip, "
-                         "or use the command line (python -m age_model.predict --bands) for more.")
+        raise user_error(
+            f"{len(files)} files is too many for one run: at most {MAX_UPLOADS}. Put photos in a zip, "
+            "or use the command line (python -m age_model.predict --bands) for more."
+        )
     return files
 
 
@@ -113,10 +115,17 @@ def csv_file(report: Report, folder: Path | None) -> str:
 
 
 def status_markdown(report: Report) -> str:
-    lines = [f"**{counted_text(report)}** Took {report.seconds:.1f} s.", "", summary_markdown(report), "",
-             f"_{UNCERTAIN_RULE}._"]
+    lines = [
+        f"**{counted_text(report)}** Took {report.seconds:.1f} s.",
+        "",
+        summary_markdown(report),
+        "",
+        f"_{UNCERTAIN_RULE}._",
+    ]
     if len(report.rows) > MAX_TABLE_ROWS:
-        lines.append(f"\nThe table shows the first {MAX_TABLE_ROWS:,} of {len(report.rows):,} faces; the CSV has them all.")
+        lines.append(
+            f"\nThe table shows the first {MAX_TABLE_ROWS:,} of {len(report.rows):,} faces; the CSV has them all."
+        )
     if report.problems:
         lines += ["", "**Not counted:**"] + [f"- {problem}" for problem in report.problems[:20]]
         if len(report.problems) > 20:
@@ -149,10 +158,21 @@ def count_groups(state: AppState, files: Any, every: Any, progress: Any = None) 
         forget_uploads(paths, state)
     if not report.counted_anything:
         raise user_error("Nothing could be counted. " + " ".join(report.problems[:5]))
-    logger.info("age groups: %d faces in %d photos and %d videos, %d problems, %.1f s",
-                report.faces, report.photos, report.videos, len(report.problems), report.seconds)
-    return (status_markdown(report), chart_frame(report), table_rows(report), csv_file(report, state.upload_folder),
-            None)
+    logger.info(
+        "age groups: %d faces in %d photos and %d videos, %d problems, %.1f s",
+        report.faces,
+        report.photos,
+        report.videos,
+        len(report.problems),
+        report.seconds,
+    )
+    return (
+        status_markdown(report),
+        chart_frame(report),
+        table_rows(report),
+        csv_file(report, state.upload_folder),
+        None,
+    )
 
 
 def build_groups_tab(state: AppState) -> None:
@@ -162,19 +182,48 @@ def build_groups_tab(state: AppState) -> None:
     types = sorted(IMAGE_SUFFIXES | VIDEO_SUFFIXES | ZIP_SUFFIXES)
     with gr.Row():
         with gr.Column(scale=1):
-            files = gr.File(file_count="multiple", file_types=types, label="Photos, zips of photos or videos",
-                            elem_id="groups_files", height=220)
-            every = gr.Slider(*EVERY_RANGE, value=1.0, step=0.5, label="Videos: read one frame every N seconds",
-                              elem_id="groups_every")
+            files = gr.File(
+                file_count="multiple",
+                file_types=types,
+                label="Photos, zips of photos or videos",
+                elem_id="groups_files",
+                height=220,
+            )
+            every = gr.Slider(
+                *EVERY_RANGE,
+                value=1.0,
+                step=0.5,
+                label="Videos: read one frame every N seconds",
+                elem_id="groups_every",
+            )
             count = gr.Button("Count faces by age group", variant="primary", elem_id="groups_count")
-            download = gr.File(label="CSV of the face rows (no images)", elem_id="groups_csv", interactive=False, height=90)
+            download = gr.File(
+                label="CSV of the face rows (no images)", elem_id="groups_csv", interactive=False, height=90
+            )
         with gr.Column(scale=1):
-            chart = gr.BarPlot(x="band", y="faces", color="kind", sort=names, color_map=CHART_COLORS,
-                               title="Faces per age band", x_title="age band (by estimate)", y_title="faces",
-                               color_title="", label="Faces per age band", show_label=False, elem_id="groups_chart")
+            chart = gr.BarPlot(
+                x="band",
+                y="faces",
+                color="kind",
+                sort=names,
+                color_map=CHART_COLORS,
+                title="Faces per age band",
+                x_title="age band (by estimate)",
+                y_title="faces",
+                color_title="",
+                label="Faces per age band",
+                show_label=False,
+                elem_id="groups_chart",
+            )
     status = gr.Markdown(elem_id="groups_status")
-    table = gr.Dataframe(headers=TABLE_HEADERS, datatype=["str", "str", "number", "number", "str", "str", "str"],
-                         label="Faces", interactive=False, elem_id="groups_table", max_height=400)
+    table = gr.Dataframe(
+        headers=TABLE_HEADERS,
+        datatype=["str", "str", "number", "number", "str", "str", "str"],
+        label="Faces",
+        interactive=False,
+        elem_id="groups_table",
+        max_height=400,
+    )
 
     def on_count(files: list[str] | None, every: float, progress=gr.Progress()):  # noqa: B008 (Gradio's pattern)
         return count_groups(state, files, every, progress)

@@ -65,7 +65,10 @@ class LoginThrottle:
         """Seconds before this address (or this user) may try again; 0 when it may try now."""
         now = self.clock()
         with self._lock:
-            return max((self._delay(self._records[key], now) for key in self._keys(address, user) if key in self._records), default=0.0)
+            return max(
+                (self._delay(self._records[key], now) for key in self._keys(address, user) if key in self._records),
+                default=0.0,
+            )
 
     def failed(self, address: str, user: str | None) -> None:
         now = self.clock()
@@ -85,7 +88,7 @@ class LoginThrottle:
         extra = record.count - self.policy.free_failures
         if extra < 0:
             return 0.0
-        delay = min(self.policy.max_delay, 2.0 ** extra)
+        delay = min(self.policy.max_delay, 2.0**extra)
         return max(0.0, record.last + delay - now)
 
     @staticmethod
@@ -114,10 +117,16 @@ class UploadQuota:
                 self._total -= old_size
             minutes = max(1, round(self.policy.window / 60))
             if self._per_address[address] + size > self.policy.per_address_bytes:
-                return (f"Upload limit reached: at most {_mb(self.policy.per_address_bytes)} per {minutes} minutes from one "
-                        "address. Try again later.")
+                return (
+                    f"Upload limit reached: at most {_mb(self.policy.per_address_bytes)} per {minutes} minutes from "
+                    "one "
+                    "address. Try again later."
+                )
             if self._total + size > self.policy.total_bytes:
-                return f"The server takes at most {_mb(self.policy.total_bytes)} of uploads per {minutes} minutes. Try again later."
+                return (
+                    f"The server takes at most {_mb(self.policy.total_bytes)} of uploads per {minutes} minutes. "
+                    "Try again later."
+                )
             self._events.append((now, address, size))
             self._per_address[address] += size
             self._total += size
@@ -131,8 +140,13 @@ def _mb(size: int) -> str:
 class GuardMiddleware:
     """ASGI middleware applying :class:`LoginThrottle` and :class:`UploadQuota` to Gradio's routes."""
 
-    def __init__(self, app: ASGIApp, policy: GuardPolicy | None = None,
-                 throttle: LoginThrottle | None = None, quota: UploadQuota | None = None) -> None:
+    def __init__(
+        self,
+        app: ASGIApp,
+        policy: GuardPolicy | None = None,
+        throttle: LoginThrottle | None = None,
+        quota: UploadQuota | None = None,
+    ) -> None:
         self.app = app
         self.policy = policy or GuardPolicy()
         self.throttle = throttle or LoginThrottle(self.policy)
@@ -156,8 +170,12 @@ class GuardMiddleware:
         user = _form_user(body, _header(scope, b"content-type"))
         wait = self.throttle.wait_needed(address, user)
         if wait > 0:
-            return await _refuse(send, 429, f"Too many failed logins: wait {math.ceil(wait)} s before the next try.",
-                                 retry_after=math.ceil(wait))
+            return await _refuse(
+                send,
+                429,
+                f"Too many failed logins: wait {math.ceil(wait)} s before the next try.",
+                retry_after=math.ceil(wait),
+            )
         status: list[int] = []
 
         async def watch(message: dict[str, Any]) -> None:
@@ -178,7 +196,9 @@ class GuardMiddleware:
         if size is None:  # chunked: read it whole, within the per-address allowance
             body, complete = await _read_body(receive, self.policy.per_address_bytes)
             if not complete:
-                return await _refuse(send, 429, f"Upload limit reached: at most {_mb(self.policy.per_address_bytes)} from one address.")
+                return await _refuse(
+                    send, 429, f"Upload limit reached: at most {_mb(self.policy.per_address_bytes)} from one address."
+                )
             size, receive = len(body), _replay(body)
         refusal = self.quota.take(address, size)
         if refusal:

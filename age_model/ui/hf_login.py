@@ -32,12 +32,16 @@ class HfLoginError(ValueError):
 def check_available() -> None:
     """Raise HfLoginError saying what is missing unless this runs on a Space with OAuth enabled."""
     if get_space() is None:
-        raise HfLoginError("--hf-annotators (AGECHECK_HF_ANNOTATORS) works on a Hugging Face Space only; elsewhere "
-                           "give annotators passwords with --annotators FILE or AGECHECK_ANNOTATORS='alice:pw'.")
+        raise HfLoginError(
+            "--hf-annotators (AGECHECK_HF_ANNOTATORS) works on a Hugging Face Space only; elsewhere "
+            "give annotators passwords with --annotators FILE or AGECHECK_ANNOTATORS='alice:pw'."
+        )
     missing = [name for name in OAUTH_VARIABLES if not os.environ.get(name)]
     if missing:
-        raise HfLoginError(f"--hf-annotators needs the Space's OAuth app: add `hf_oauth: true` to the README's front "
-                           f"matter ({', '.join(missing)} not set).")
+        raise HfLoginError(
+            f"--hf-annotators needs the Space's OAuth app: add `hf_oauth: true` to the README's front "
+            f"matter ({', '.join(missing)} not set)."
+        )
 
 
 def signed_in_name(request: Request) -> str | None:
@@ -78,7 +82,9 @@ class SignInFirst:
                     response = HTMLResponse(
                         f"<p>Signed in to Hugging Face as <b>{html.escape(name)}</b>, who is not one of this Space's "
                         f"annotators. Ask its owner to add you to AGECHECK_HF_ANNOTATORS, or "
-                        f"<a href='/logout?_target_url=/'>sign out</a>.</p>", status_code=403)
+                        f"<a href='/logout?_target_url=/'>sign out</a>.</p>",
+                        status_code=403,
+                    )
                 await response(scope, receive, send)
                 return
         await self.app(scope, receive, send)

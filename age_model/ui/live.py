@@ -45,8 +45,9 @@ def draw_banner(image: Image.Image, text: str, color: tuple[int, int, int]) -> I
     return image
 
 
-def live_frame(state: AppState, frame: np.ndarray | None, threshold: Any,
-               session: dict[str, Any] | None) -> tuple[Image.Image | None, str, dict[str, Any]]:
+def live_frame(
+    state: AppState, frame: np.ndarray | None, threshold: Any, session: dict[str, Any] | None
+) -> tuple[Image.Image | None, str, dict[str, Any]]:
     """One camera frame in; the frame with boxes, `age ± spread` and the verdict, and a status line out."""
     session = session if isinstance(session, dict) and "times" in session else new_session()
     if frame is None:
@@ -74,31 +75,51 @@ def live_frame(state: AppState, frame: np.ndarray | None, threshold: Any,
     times = session["times"]
     rate = (len(times) - 1) / (times[-1] - times[0]) if len(times) > 1 and times[-1] > times[0] else 0.0
     faces = ", ".join(f"{f.age:.0f} ± {f.spread:.0f}" for f in result.faces) or "none"
-    status = (f"**{text}** (faces: {faces})  \nFrame {session['frames']}: {(now - start) * 1000:.0f} ms, "
-              f"{rate:.1f} frames/s shown")
+    status = (
+        f"**{text}** (faces: {faces})  \nFrame {session['frames']}: {(now - start) * 1000:.0f} ms, "
+        f"{rate:.1f} frames/s shown"
+    )
     return image, status, session
 
 
 def build_live_panel(state: AppState) -> None:
     """Lay out the Live camera panel inside the current Blocks context and wire its stream."""
-    gr.Markdown("Point the camera at the shopper: every face gets a box, its estimated age ± the uncertainty, and "
-                "the verdict. Nothing is stored. Frames the server cannot keep up with are skipped.")
+    gr.Markdown(
+        "Point the camera at the shopper: every face gets a box, its estimated age ± the uncertainty, and "
+        "the verdict. Nothing is stored. Frames the server cannot keep up with are skipped."
+    )
     with gr.Row():
         with gr.Column(scale=1):
-            camera = gr.Image(sources=["webcam"], streaming=True, type="numpy", label="Camera", elem_id="live_camera",
-                              height=360)
-            threshold = gr.Slider(16, 30, value=state.threshold, step=1, label="ID threshold (Challenge 25)",
-                                  elem_id="live_threshold")
+            camera = gr.Image(
+                sources=["webcam"], streaming=True, type="numpy", label="Camera", elem_id="live_camera", height=360
+            )
+            threshold = gr.Slider(
+                16, 30, value=state.threshold, step=1, label="ID threshold (Challenge 25)", elem_id="live_threshold"
+            )
         with gr.Column(scale=1):
-            shown = gr.Image(label="What the checkout sees", show_label=False, elem_id="live_result", interactive=False,
-                             height=360,
-                             format="jpeg")
+            shown = gr.Image(
+                label="What the checkout sees",
+                show_label=False,
+                elem_id="live_result",
+                interactive=False,
+                height=360,
+                format="jpeg",
+            )
             status = gr.Markdown(elem_id="live_status")
-    session = gr.State(None)  # live_frame starts a session on the first frame (a callable here would be a public endpoint)
+    session = gr.State(
+        None
+    )  # live_frame starts a session on the first frame (a callable here would be a public endpoint)
 
     def on_frame(frame: np.ndarray | None, threshold: float, session: dict[str, Any]):
         return live_frame(state, frame, threshold, session)
 
-    camera.stream(on_frame, inputs=[camera, threshold, session], outputs=[shown, status, session],
-                  stream_every=LIVE_STREAM_EVERY, time_limit=LIVE_TIME_LIMIT, concurrency_limit=LIVE_CAMERAS,
-                  api_visibility="private", show_progress="hidden")
+    camera.stream(
+        on_frame,
+        inputs=[camera, threshold, session],
+        outputs=[shown, status, session],
+        stream_every=LIVE_STREAM_EVERY,
+        time_limit=LIVE_TIME_LIMIT,
+        concurrency_limit=LIVE_CAMERAS,
+        api_visibility="private",
+        show_progress="hidden",
+    )

@@ -14,15 +14,14 @@ from pathlib import Path
 from typing import Any
 
 import gradio as gr
-
-from age_model.ui.errors import user_error
 from PIL import Image, ImageDraw, ImageFont
 
 from age_model.faces import ImageError, load_image
 from age_model.feedback import PUBLIC_PREFIX
-from age_model.predictor import FaceEstimate, PhotoResult
 from age_model.policy import AGE_RANGE, ASK_FOR_ID, THRESHOLD_RANGE, verdict
+from age_model.predictor import FaceEstimate, PhotoResult
 from age_model.ui.components import SafeImage
+from age_model.ui.errors import user_error
 from age_model.ui.state import AppState
 
 logger = logging.getLogger(__name__)
@@ -150,7 +149,9 @@ def result_file(image: Image.Image, folder: Path | None) -> str | Image.Image:
     return str(final)
 
 
-def predict_photo(state: AppState, photo_path: str | None, threshold: float) -> tuple[Image.Image | str | None, str, list[list[Any]], dict]:
+def predict_photo(
+    state: AppState, photo_path: str | None, threshold: float
+) -> tuple[Image.Image | str | None, str, list[list[Any]], dict]:
     """The work behind the Estimate button and the `/predict` API endpoint."""
     predictor = state.require_predictor()
     threshold = check_threshold(threshold)
@@ -161,13 +162,27 @@ def predict_photo(state: AppState, photo_path: str | None, threshold: float) -> 
     if result.error:
         raise user_error(result.error)
     verdicts = [verdict(f.age, f.spread, threshold) for f in result.faces]  # the rule runs once per face
-    rows = [[i, round(f.age, 1), round(f.spread, 1), said]
-            for i, (f, said) in enumerate(zip(result.faces, verdicts), start=1)]  # detection scores: in "Details"
+    rows = [
+        [i, round(f.age, 1), round(f.spread, 1), said]
+        for i, (f, said) in enumerate(zip(result.faces, verdicts), start=1)
+    ]  # detection scores: in "Details"
     summary = _summary(result, verdicts, threshold)
-    payload = {"faces": [{"face": i, "box": [round(v, 1) for v in f.box], "age": round(f.age, 2), "spread": round(f.spread, 2),
-                          "score": round(f.score, 3), "verdict": said}
-                         for i, (f, said) in enumerate(zip(result.faces, verdicts), start=1)],
-               "threshold": threshold, "seconds": round(result.seconds, 3), "message": result.message}
+    payload = {
+        "faces": [
+            {
+                "face": i,
+                "box": [round(v, 1) for v in f.box],
+                "age": round(f.age, 2),
+                "spread": round(f.spread, 2),
+                "score": round(f.score, 3),
+                "verdict": said,
+            }
+            for i, (f, said) in enumerate(zip(result.faces, verdicts), start=1)
+        ],
+        "threshold": threshold,
+        "seconds": round(result.seconds, 3),
+        "message": result.message,
+    }
     image = draw_faces(photo, result.faces, [said == ASK_FOR_ID for said in verdicts])
     return result_file(image, state.upload_folder), summary, rows, payload
 
@@ -189,7 +204,9 @@ def _summary(result: PhotoResult, verdicts: Sequence[str], threshold: float) -> 
 
 
 VERDICT_CSS = """
-#verdict h3.verdict-ask, #verdict h3.verdict-ok { color: white; padding: 0.4em 0.8em; border-radius: 6px; margin: 0.2em 0; }
+#verdict h3.verdict-ask, #verdict h3.verdict-ok {
+  color: white; padding: 0.4em 0.8em; border-radius: 6px; margin: 0.2em 0;
+}
 #verdict h3.verdict-ask { background: #c62828; }
 #verdict h3.verdict-ok { background: #2e7d32; }
 """
@@ -203,9 +220,17 @@ def lossless_bytes(crop: Image.Image) -> bytes:
     return buffer.getvalue()
 
 
-def report_age(state: AppState, photo_path: str | None, face_number: Any, real_age: Any,
-               consent: Any, note: Any, source: str | None, request: gr.Request | None = None) -> str:
-    """"This is wrong, the real age is N": the face crop and the age go into the feedback store.
+def report_age(
+    state: AppState,
+    photo_path: str | None,
+    face_number: Any,
+    real_age: Any,
+    consent: Any,
+    note: Any,
+    source: str | None,
+    request: gr.Request | None = None,
+) -> str:
+    """ "This is wrong, the real age is N": the face crop and the age go into the feedback store.
 
     A stranger's report is stored **unverified**, signed with a pseudonym: it never overrides a
     label and never trains a model until an annotator confirms or corrects it (Submissions queue).
@@ -232,15 +257,24 @@ def report_age(state: AppState, photo_path: str | None, face_number: Any, real_a
     user = getattr(request, "username", None) or submitter_pseudonym(request, state.pseudonym_key)
     try:
         vote = store.add_upload(
-            lossless_bytes(crops[number - 1]), real_age, user, consent=True, source=source if source in ("upload", "webcam") else "upload",
-            model_age=float(ages[0]), model_version=state.model_version, note=(note or None),
-            original_name=Path(photo_path).name, strip=False,
+            lossless_bytes(crops[number - 1]),
+            real_age,
+            user,
+            consent=True,
+            source=source if source in ("upload", "webcam") else "upload",
+            model_age=float(ages[0]),
+            model_version=state.model_version,
+            note=(note or None),
+            original_name=Path(photo_path).name,
+            strip=False,
         )
     except ValueError as error:  # the store's validation errors say what was wrong
         raise user_error(str(error)) from None
     logger.info("unverified report stored for sample %s by %s", vote.sample_id[:12], user)
-    return (f"Thank you: stored as sample `{vote.sample_id[:12]}` (real age {real_age:g}, the model said {ages[0]:.0f}). "
-            "An annotator will check it before it is used.")
+    return (
+        f"Thank you: stored as sample `{vote.sample_id[:12]}` (real age {real_age:g}, the model said {ages[0]:.0f}). "
+        "An annotator will check it before it is used."
+    )
 
 
 def build_predict_tab(state: AppState, examples: list[str]) -> None:
@@ -260,19 +294,37 @@ def _build_photo_panel(state: AppState, examples: list[str]) -> None:
     with gr.Row():
         with gr.Column(scale=1) as photo_column:
             photo = SafeImage(
-                sources=["upload", "webcam", "clipboard"], type="filepath", label="Photo", elem_id="photo",
-                image_mode=None,  # the upload as sent: Gradio re-encoded every non-RGB photo as PNG (17 % of the server CPU)
-                webcam_options=gr.WebcamOptions(mirror=False), height=360,
+                sources=["upload", "webcam", "clipboard"],
+                type="filepath",
+                label="Photo",
+                elem_id="photo",
+                # The upload as sent: Gradio re-encoded every non-RGB photo as PNG (17 % of the server CPU).
+                image_mode=None,
+                webcam_options=gr.WebcamOptions(mirror=False),
+                height=360,
             )
-            threshold = gr.Slider(16, 30, value=state.threshold, step=1, label="ID threshold (Challenge 25: ask anyone who looks under 25)", elem_id="threshold")
+            threshold = gr.Slider(
+                16,
+                30,
+                value=state.threshold,
+                step=1,
+                label="ID threshold (Challenge 25: ask anyone who looks under 25)",
+                elem_id="threshold",
+            )
             estimate = gr.Button("Estimate age", variant="primary", elem_id="estimate")
         with gr.Column(scale=1):
             annotated = gr.Image(label="Result", elem_id="annotated", interactive=False, height=360, format="jpeg")
             summary = gr.Markdown(elem_id="verdict")
-            table = gr.Dataframe(headers=TABLE_HEADERS, datatype=["number", "number", "number", "str"],
-                                 label="Faces", interactive=False, elem_id="faces_table")
-            with gr.Accordion("Details: detection scores and the full result (what the API returns)", open=False,
-                              elem_id="details"):
+            table = gr.Dataframe(
+                headers=TABLE_HEADERS,
+                datatype=["number", "number", "number", "str"],
+                label="Faces",
+                interactive=False,
+                elem_id="faces_table",
+            )
+            with gr.Accordion(
+                "Details: detection scores and the full result (what the API returns)", open=False, elem_id="details"
+            ):
                 raw = gr.JSON(elem_id="raw_json")
     with gr.Accordion("Is an estimate wrong? Tell us the real age", open=False, elem_id="correction_panel"):
         with gr.Row():
@@ -291,20 +343,48 @@ def _build_photo_panel(state: AppState, examples: list[str]) -> None:
         # A click on an example shows its result at once: computed on first use, then served from
         # Gradio's example cache (GRADIO_EXAMPLES_CACHE, inside this server's private folder).
         # Shown at the default threshold, and the slider is put back to it so the two always agree.
-        example_set = gr.Examples(
-            examples=examples, inputs=photo, outputs=[annotated, summary, table, raw, threshold],
-            fn=lambda photo: (*predict_photo(state, photo, state.threshold), state.threshold),
-            cache_examples=True, cache_mode="lazy", run_on_click=True, label="Example photos: click one to see the result",
-        ) if examples and state.predictor is not None else None
+        example_set = (
+            gr.Examples(
+                examples=examples,
+                inputs=photo,
+                outputs=[annotated, summary, table, raw, threshold],
+                fn=lambda photo: (*predict_photo(state, photo, state.threshold), state.threshold),
+                cache_examples=True,
+                cache_mode="lazy",
+                run_on_click=True,
+                label="Example photos: click one to see the result",
+            )
+            if examples and state.predictor is not None
+            else None
+        )
 
-    def on_report(photo: str | None, face_number: float | None, real_age: float | None, consent: bool, note: str,
-                  photo_source: str | None, request: gr.Request):
+    def on_report(
+        photo: str | None,
+        face_number: float | None,
+        real_age: float | None,
+        consent: bool,
+        note: str,
+        photo_source: str | None,
+        request: gr.Request,
+    ):
         return report_age(state, photo, face_number, real_age, consent, note, photo_source, request)
 
-    photo.upload(lambda hint: hint if hint in ("upload", "webcam") else "upload", inputs=source_hint, outputs=source,
-                 js=PHOTO_SOURCE_JS, api_visibility="private")
+    photo.upload(
+        lambda hint: hint if hint in ("upload", "webcam") else "upload",
+        inputs=source_hint,
+        outputs=source,
+        js=PHOTO_SOURCE_JS,
+        api_visibility="private",
+    )
     if example_set is not None:
         example_set.dataset.click(lambda: "upload", outputs=source, api_visibility="private")
-    estimate.click(on_predict, inputs=[photo, threshold], outputs=[annotated, summary, table, raw], api_name="predict",
-                   concurrency_limit=PREDICT_CONCURRENCY)
-    send.click(on_report, inputs=[photo, face_number, real_age, consent, note, source], outputs=thanks, api_name="report_age")
+    estimate.click(
+        on_predict,
+        inputs=[photo, threshold],
+        outputs=[annotated, summary, table, raw],
+        api_name="predict",
+        concurrency_limit=PREDICT_CONCURRENCY,
+    )
+    send.click(
+        on_report, inputs=[photo, face_number, real_age, consent, note, source], outputs=thanks, api_name="report_age"
+    )

@@ -20,10 +20,9 @@ import uvicorn  # noqa: E402
 from fastapi import FastAPI  # noqa: E402
 from fastapi.responses import JSONResponse, RedirectResponse  # noqa: E402
 
-from age_model.ui.guard import GuardMiddleware, GuardPolicy  # noqa: E402
-
-from age_model.ui.predict_tab import VERDICT_CSS, build_predict_tab  # noqa: E402
 from age_model.resources import EXAMPLES_DIR  # noqa: E402
+from age_model.ui.guard import GuardMiddleware, GuardPolicy  # noqa: E402
+from age_model.ui.predict_tab import VERDICT_CSS, build_predict_tab  # noqa: E402
 from age_model.ui.state import AppState  # noqa: E402
 
 logger = logging.getLogger(__name__)
@@ -65,8 +64,10 @@ def build_demo(state: AppState, options: ServerOptions) -> gr.Blocks:
     from age_model.ui.groups_tab import build_groups_tab
 
     with gr.Blocks(title=TITLE, delete_cache=_delete_cache(options)) as demo:
-        gr.Markdown(f"# {TITLE}\nUpload a photo, paste one, or use the webcam. Every face gets an age estimate, "
-                    f"its uncertainty and a Challenge-{options.threshold:g} verdict. Annotators: [review labels](/annotate).")
+        gr.Markdown(
+            f"# {TITLE}\nUpload a photo, paste one, or use the webcam. Every face gets an age estimate, "
+            f"its uncertainty and a Challenge-{options.threshold:g} verdict. Annotators: [review labels](/annotate)."
+        )
         if options.hf_annotators:  # on a Space: annotators sign in with Hugging Face, then open /annotate
             gr.LoginButton("Annotators: sign in with Hugging Face", size="sm", elem_id="hf_login")
         with gr.Tab("Predict"):
@@ -136,7 +137,9 @@ def private_upload_folder() -> Path:
     # The clickable examples' cached results: a fresh folder per process (else ./.gradio/cached_examples,
     # which a restart with another model would serve stale), removed when `serve` stops.
     if not os.environ.get("GRADIO_EXAMPLES_CACHE"):
-        os.environ["GRADIO_EXAMPLES_CACHE"] = tempfile.mkdtemp(prefix="cached-examples-", dir=os.environ["GRADIO_TEMP_DIR"])
+        os.environ["GRADIO_EXAMPLES_CACHE"] = tempfile.mkdtemp(
+            prefix="cached-examples-", dir=os.environ["GRADIO_TEMP_DIR"]
+        )
         os.environ["AGECHECK_OWNS_EXAMPLES_CACHE"] = os.environ["GRADIO_EXAMPLES_CACHE"]
     return Path(os.environ["GRADIO_TEMP_DIR"])
 
@@ -195,18 +198,36 @@ def create_app(options: ServerOptions, state: AppState | None = None) -> FastAPI
         from age_model.ui import hf_login
 
         if options.annotators:
-            raise hf_login.HfLoginError("Annotators sign in either with passwords (--annotators) or with Hugging Face "
-                                        "(--hf-annotators), not both.")
+            raise hf_login.HfLoginError(
+                "Annotators sign in either with passwords (--annotators) or with Hugging Face "
+                "(--hf-annotators), not both."
+            )
         annotator_login = hf_login.enable(app, options.hf_annotators)
-    common = dict(max_file_size=options.max_file_size, show_error=True, run_history=False, footer_links=["api"],
-                  blocked_paths=private_paths(state, options))
+    common = dict(
+        max_file_size=options.max_file_size,
+        show_error=True,
+        run_history=False,
+        footer_links=["api"],
+        blocked_paths=private_paths(state, options),
+    )
     auth = list(options.annotators.items()) or None
-    from age_model.ui.annotate import CSS_PATHS, HEAD_PATHS  # keyboard shortcuts and styles: Gradio 6 takes them at mount
+    from age_model.ui.annotate import (
+        CSS_PATHS,
+        HEAD_PATHS,
+    )  # keyboard shortcuts and styles: Gradio 6 takes them at mount
 
     annotator_app, demo = build_annotator_app(state, options), build_demo(state, options)
-    app = gr.mount_gradio_app(app, annotator_app, path="/annotate", auth=auth, auth_dependency=annotator_login,
-                              auth_message="agecheck annotators: log in with the name and password you were given.",
-                              head_paths=HEAD_PATHS, css_paths=CSS_PATHS, **common)
+    app = gr.mount_gradio_app(
+        app,
+        annotator_app,
+        path="/annotate",
+        auth=auth,
+        auth_dependency=annotator_login,
+        auth_message="agecheck annotators: log in with the name and password you were given.",
+        head_paths=HEAD_PATHS,
+        css_paths=CSS_PATHS,
+        **common,
+    )
     app = gr.mount_gradio_app(app, demo, path="/", css=VERDICT_CSS, **common)
     for blocks in (annotator_app, demo):
         seal(blocks)
@@ -264,10 +285,17 @@ def serve(options: ServerOptions) -> None:
     """Run until Ctrl-C or SIGTERM (what `python app.py` does), then stop cleanly within a few seconds."""
     app = create_app(options)
     state = app.state.agecheck
-    logger.info("agecheck on http://%s:%d (annotators: /annotate); uploads kept in %s for %g minutes at most",
-                options.host, options.port, state.upload_folder, options.cache_minutes)
+    logger.info(
+        "agecheck on http://%s:%d (annotators: /annotate); uploads kept in %s for %g minutes at most",
+        options.host,
+        options.port,
+        state.upload_folder,
+        options.cache_minutes,
+    )
     # Open heartbeat streams (every browser tab) would otherwise hold the shutdown for long.
-    server = _Server(uvicorn.Config(app, host=options.host, port=options.port, log_level="info", timeout_graceful_shutdown=2))
+    server = _Server(
+        uvicorn.Config(app, host=options.host, port=options.port, log_level="info", timeout_graceful_shutdown=2)
+    )
     try:
         server.run()
     finally:

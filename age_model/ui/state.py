@@ -21,7 +21,6 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 
-
 @dataclass
 class AppState:
     """Loaded once at start-up; every request reads it."""
@@ -69,7 +68,9 @@ class AppState:
 
     def require_store(self) -> FeedbackStore:
         if self.store is None:
-            raise user_error(f"The feedback store is not available ({self.store_error}). Start the app with --store URL.")
+            raise user_error(
+                f"The feedback store is not available ({self.store_error}). Start the app with --store URL."
+            )
         return self.store
 
     def model_banner(self) -> str:
@@ -78,17 +79,26 @@ class AppState:
         settings = self.predictor.settings
         mae = self.metrics.get("test_mae")
         accuracy = f" Test MAE {mae:.1f} years." if isinstance(mae, (int, float)) else ""
-        return (f"Model `{self.model_version}` ({Path(settings.base_model).name or 'unknown'} backbone, {settings.head} head)."
-                f"{accuracy} The ± is {spread_meaning(self.predictor.spread_basis)}. "
-                "An estimate supports a cashier's decision to ask for ID; it never replaces it.")
+        return (
+            f"Model `{self.model_version}` ({Path(settings.base_model).name or 'unknown'} backbone, {settings.head} "
+            "head)."
+            f"{accuracy} The ± is {spread_meaning(self.predictor.spread_basis)}. "
+            "An estimate supports a cashier's decision to ask for ID; it never replaces it."
+        )
 
     def health(self) -> dict[str, Any]:
         """What /healthz says: no URL, no credential; ``ok`` only when the model and the store both answer."""
         store_ok, store_error = self.store_reachable()
         ok = self.predictor is not None and store_ok
-        return {"status": "ok" if ok else "degraded", "model": self.model_version,
-                "model_loaded": self.predictor is not None, "model_error": self.model_error,
-                "store": _store_kind(self.store_url), "store_reachable": store_ok, "store_error": store_error}
+        return {
+            "status": "ok" if ok else "degraded",
+            "model": self.model_version,
+            "model_loaded": self.predictor is not None,
+            "model_error": self.model_error,
+            "store": _store_kind(self.store_url),
+            "store_reachable": store_ok,
+            "store_error": store_error,
+        }
 
     def store_reachable(self) -> tuple[bool, str | None]:
         """Ask the database a trivial question; a store that cannot answer is down."""

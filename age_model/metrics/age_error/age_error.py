@@ -10,7 +10,6 @@ import numpy as np
 from age_model.ages import AGE_BANDS
 from age_model.policy import asks_for_id
 
-
 _DESCRIPTION = """
 Errors of an age estimator in years. Besides MAE and RMSE:
 - cs5: cumulative score, the share of estimates within 5 years of the truth;
@@ -44,7 +43,9 @@ class AgeError(evaluate.Metric):
             description=_DESCRIPTION,
             citation=_CITATION,
             inputs_description=_KWARGS_DESCRIPTION,
-            features=datasets.Features({"predictions": datasets.Value("float64"), "references": datasets.Value("float64")}),
+            features=datasets.Features(
+                {"predictions": datasets.Value("float64"), "references": datasets.Value("float64")}
+            ),
         )
 
     def _compute(self, predictions, references, threshold: float = 25.0, cs_years: float = 5.0) -> dict:
