@@ -12,6 +12,7 @@ import json
 import sys
 from typing import Sequence, TextIO
 
+from age_model.policy import DEFAULT_THRESHOLD, THRESHOLD_RANGE, verdict
 from age_model.resources import default_model
 
 EXIT_OK, EXIT_ALL_FAILED, EXIT_USAGE = 0, 1, 2
@@ -51,12 +52,17 @@ def build_parser() -> argparse.ArgumentParser:
         type=float,
         default=None,
         metavar="SCORE",
-        help="lowest face detection score kept, 0-1 (default 0.7; lower finds more, partly hidden "
-        "faces). Not the ID-check age: that is the app's --threshold",
+        help="lowest face detection score kept, 0-1 (default 0.7; lower finds more, partly hidden faces)",
     )
     parser.add_argument(
-        "--threshold", dest="face_score", type=float, help=argparse.SUPPRESS
-    )  # old name of --face-score
+        "--threshold",
+        type=float,
+        default=DEFAULT_THRESHOLD,
+        metavar="AGE",
+        help=f"the ID-check age, as in the app (default {DEFAULT_THRESHOLD:g}, Challenge 25; "
+        f"{THRESHOLD_RANGE[0]:g}-{THRESHOLD_RANGE[1]:g}): each face's verdict follows the app's rule, "
+        "ask for ID when the estimate minus its ± is below it",
+    )
     parser.add_argument(
         "--backend",
         choices=("auto", "onnxruntime", "torch"),
@@ -124,10 +130,10 @@ def load_predictor(args: argparse.Namespace):  # -> AgePredictor; imported lazil
     )
 
 
-def print_table(files: Sequence[str], results: Sequence, out: TextIO) -> None:
-    """A readable table: one row per face, or one row saying why a photo has none."""
+def print_table(files: Sequence[str], results: Sequence, out: TextIO, threshold: float = DEFAULT_THRESHOLD) -> None:
+    """A readable table: one row per face with the app's verdict, or one row saying why a photo has none."""
     width = max([len("photo")] + [len(f) for f in files])
-    out.write(f"{'photo':<{width}}  face    age  spread  score  box (x0, y0, x1, y1)\n")
+    out.write(f"{'photo':<{width}}  face    age  spread  score  {'ID check':<12}  box (x0, y0, x1, y1)\n")
     for name, result in zip(files, results):
         if result.error or not result.faces:
             out.write(f"{name:<{width}}  -     {result.error or result.message}\n")
@@ -135,19 +141,37 @@ def print_table(files: Sequence[str], results: Sequence, out: TextIO) -> None:
         for number, face in enumerate(result.faces, 1):
             shown = min(max(face.age, 0.0), 100.0)
             box = ", ".join(f"{v:.0f}" for v in face.box)
-            out.write(f"{name:<{width}}  {number:>4}  {shown:5.1f}  ±{face.spread:5.1f}  {face.score:5.2f}  ({box})\n")
+            said = verdict(face.age, face.spread, threshold)
+            figures = f"{number:>4}  {shown:5.1f}  ±{face.spread:5.1f}  {face.score:5.2f}  {said:<12}"
+            out.write(f"{name:<{width}}  {figures}  ({box})\n")
 
 
-def print_json(files: Sequence[str], results: Sequence, out: TextIO) -> None:
+def print_json(files: Sequence[str], results: Sequence, out: TextIO, threshold: float = DEFAULT_THRESHOLD) -> None:
+    """One JSON object per photo; every face carries the app's verdict at ``threshold``."""
     for name, result in zip(files, results):
-        record = {"file": name, **result.to_dict()}
-        record["faces"] = [{**face, "box": [round(v, 1) for v in face["box"]]} for face in record["faces"]]
+        record = {"file": name, **result.to_dict(), "threshold": threshold}
+        record["faces"] = [
+            {
+                **face,
+                "box": [round(v, 1) for v in face["box"]],
+                "verdict": verdict(face["age"], face["spread"], threshold),
+            }
+            for face in record["faces"]
+        ]
         out.write(json.dumps(record) + "\n")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    low, high = THRESHOLD_RANGE
+    if not low <= args.threshold <= high:
+        print(
+            f"error: --threshold is the ID-check age ({low:g}-{high:g}), got {args.threshold:g}; "
+            "the face detection score is --face-score",
+            file=sys.stderr,
+        )
+        return EXIT_USAGE
     if not args.bands:
         given = [
             flag
@@ -188,7 +212,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         return run_cli(args, predictor, args.model or default_model(), sys.stdout, sys.stderr)
     results = predictor.predict(list(args.photos))
-    (print_json if args.json else print_table)(args.photos, results, sys.stdout)
+    (print_json if args.json else print_table)(args.photos, results, sys.stdout, args.threshold)
     return EXIT_ALL_FAILED if all(r.error for r in results) else EXIT_OK
 
 

@@ -215,12 +215,26 @@ def test_load_predictor_by_name_raises_a_typed_error(tiny_model_dir: Path, tmp_p
 
 
 def test_cli_face_score_is_not_the_id_threshold(tiny_model_dir: Path, photos: list[Path], capsys) -> None:
+    """--threshold is the ID-check age everywhere (app and CLI); the detection score is --face-score."""
     parser = cli.build_parser()
     assert parser.parse_args(["--face-score", "0.9", "x.jpg"]).face_score == 0.9
-    assert parser.parse_args(["--threshold", "0.8", "x.jpg"]).face_score == 0.8  # the old spelling still works
-    assert "\n  --threshold" not in parser.format_help() and "[--threshold" not in parser.format_usage()
+    assert cli.main(["--model", str(tiny_model_dir), "--threshold", "0.8", str(photos[0])]) == cli.EXIT_USAGE
+    assert "--face-score" in capsys.readouterr().err  # an old detection-score call is told what changed
     assert cli.main(["--model", str(tiny_model_dir), "--face-score", "0.999", "--json", str(photos[0])]) == cli.EXIT_OK
     strict = json.loads(capsys.readouterr().out)
     assert cli.main(["--model", str(tiny_model_dir), "--face-score", "0.3", "--json", str(photos[0])]) == cli.EXIT_OK
     loose = json.loads(capsys.readouterr().out)
     assert len(strict["faces"]) <= len(loose["faces"]) and all(f["score"] >= 0.999 for f in strict["faces"])
+
+
+def test_cli_verdicts_follow_the_apps_rule(tiny_model_dir: Path, photos: list[Path], capsys) -> None:
+    from age_model.policy import verdict
+
+    for threshold in (16.0, 30.0):
+        assert cli.main(["--model", str(tiny_model_dir), "--json", "--threshold", str(threshold), str(photos[0])]) == 0
+        record = json.loads(capsys.readouterr().out)
+        assert record["threshold"] == threshold and record["faces"]
+        assert all(f["verdict"] == verdict(f["age"], f["spread"], threshold) for f in record["faces"])
+    assert cli.main(["--model", str(tiny_model_dir), str(photos[0])]) == 0
+    table = capsys.readouterr().out
+    assert "ID check" in table.splitlines()[0] and ("ask for ID" in table or "no ID needed" in table)
