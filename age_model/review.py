@@ -411,10 +411,21 @@ class ReviewQueue:
             return [e.cand for e in self._entries.values()]
 
     def candidate(self, sample_id: str) -> Candidate:
+        """The queue's item ``sample_id``; raises NotInQueueError when this queue has no such item."""
+        return self._entry(sample_id).cand
+
+    def _entry(self, sample_id: str) -> _Entry:
         entry = self._entries.get(sample_id)
         if entry is None:
             raise NotInQueueError(f"sample {str(sample_id)[:12]} is not in this review queue: press Next (N).")
-        return entry.cand
+        return entry
+
+    @staticmethod
+    def _refuse_a_second_vote(entry: _Entry, name: str) -> None:
+        if name in entry.label.annotators:
+            raise AlreadyVotedError(
+                "You have already voted on this item. Undo (U) takes your last vote back; Next (N) moves on."
+            )
 
     def _item(self, entry: _Entry, claimed_until: datetime | None = None) -> ReviewItem:
         reports = (
@@ -448,13 +459,11 @@ class ReviewQueue:
         """The item's current view (after applying new votes)."""
         self.sync()
         with self._lock:
-            self.candidate(sample_id)
-            return self._item(self._entries[sample_id])
+            return self._item(self._entry(sample_id))
 
     def label(self, sample_id: str) -> Label:
         with self._lock:
-            self.candidate(sample_id)
-            return self._entries[sample_id].label
+            return self._entry(sample_id).label
 
     def items(self, annotator: str | None = None) -> list[ReviewItem]:
         """Open items in hand-out order; with ``annotator``: only those this annotator may take.
@@ -552,13 +561,7 @@ class ReviewQueue:
         name = check_annotator(annotator)
         self.sync()
         with self._lock:
-            entry = self._entries.get(sample_id)
-            if entry is None:
-                self.candidate(sample_id)
-            if name in entry.label.annotators:
-                raise AlreadyVotedError(
-                    "You have already voted on this item. Undo (U) takes your last vote back; Next (N) moves on."
-                )
+            self._refuse_a_second_vote(self._entry(sample_id), name)
         if not self.store.claim(sample_id, name, ttl=self.claim_ttl):
             holder = self.store.claim_holder(sample_id)
             raise HeldByOtherError(
@@ -596,13 +599,8 @@ class ReviewQueue:
     def _check_vote(self, name: str, sample_id: str, age: Any, confirm: bool) -> tuple[_Entry, Any]:
         """The rules of a vote, enforced before anything is written; returns the age to record."""
         with self._lock:
-            entry = self._entries.get(sample_id)
-            if entry is None:
-                self.candidate(sample_id)
-            if name in entry.label.annotators:
-                raise AlreadyVotedError(
-                    "You have already voted on this item. Undo (U) takes your last vote back; Next (N) moves on."
-                )
+            entry = self._entry(sample_id)
+            self._refuse_a_second_vote(entry, name)
             if confirm:
                 age = self._current_label(entry)
                 if age is None:
