@@ -23,20 +23,8 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 
 from age_model.feedback import FeedbackStore  # noqa: E402
+from tests.app_support import ARTIFACTS, CHROMIUM, launch_chromium  # noqa: E402
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
-ARTIFACTS = REPO_ROOT / "tests" / "_artifacts"
-CHROMIUM = Path("/usr/bin/chromium")
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
 USERS = {"alice": "pw1", "bob": "pw2", "carol": "pw3"}
 SID, IMAGE, CROP, INFO, LABEL, MODEL, AGE, SLIDER, VOTES, PROGRESS, MESSAGE = range(11)  # the view's outputs
 
@@ -264,14 +252,7 @@ def test_scheduled_push_without_the_hub_only_warns(app, store, monkeypatch, capl
 
 
 def launch(playwright, profile: Path, **kwargs):
-    return playwright.chromium.launch_persistent_context(
-        str(profile),
-        executable_path=str(CHROMIUM),
-        args=CHROMIUM_ARGS,
-        headless=True,
-        viewport={"width": 1280, "height": 900},
-        **kwargs,
-    )
+    return launch_chromium(playwright, profile, headless=True, viewport={"width": 1280, "height": 900}, **kwargs)
 
 
 def log_in(page, url: str, user: str) -> None:
