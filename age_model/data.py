@@ -37,6 +37,7 @@ import re
 import sys
 import tempfile
 from collections import defaultdict
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable
@@ -69,6 +70,8 @@ UTKFACE_NAME = re.compile(r"^(\d+)_([01])_([0-4])_(\d+)\.jpg(?:\.chip\.jpg)?$", 
 FGNET_NAME = re.compile(r"^(\d{3})A(\d{2})[a-z]?\.jpe?g$", re.IGNORECASE)
 # What each source's attribute codes mean: UTKFace's come from its file names
 # (shared/data/utkface/ORIGIN.txt); AAF codes gender the other way round (0 = female, 1 = male).
+# What the duplicate finders accept: a Dataset, a list of row dicts with an `image`, or a list of images.
+ImageRows = Dataset | Sequence[Mapping[str, Any]] | Sequence[Any]
 SOURCE_CODES: dict[str, dict[str, dict[str, str]]] = {
     "utkface": {
         "gender": {"0": "male", "1": "female"},
@@ -609,7 +612,7 @@ def _image_files(root: Path) -> list[Path]:
     return sorted(p for p in root.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
 
 
-def _pick_column(dataset: DatasetDict, candidates: Iterable[str], role: str, source: Any) -> str:
+def _pick_column(dataset: DatasetDict, candidates: Iterable[str], role: str, source: str | Path) -> str:
     columns = next(iter(dataset.values())).column_names
     for name in candidates:
         if name in columns:
@@ -744,7 +747,7 @@ def _image_bytes(image: Any) -> bytes:
     return Path(image).read_bytes()
 
 
-def _rows_of(data: Any) -> tuple[list[Any], list[str | None] | None]:
+def _rows_of(data: ImageRows) -> tuple[list[Any], list[str | None] | None]:
     """The image references and content ids of a Dataset, a list of row dicts, or a list of images."""
     if isinstance(data, Dataset):  # through arrow: no image decoding, and 100x faster than iterating a column
         return _column(data, "image"), _column(data, "id") if "id" in data.column_names else None
@@ -782,7 +785,7 @@ def _union(n: int, keyings: Iterable[Iterable[Any]]) -> list[int]:
     return [find(i) for i in range(n)]
 
 
-def duplicate_group_ids(data: Any, cache: bool = True) -> list[int]:
+def duplicate_group_ids(data: ImageRows, cache: bool = True) -> list[int]:
     """Per row, its near-duplicate group: the smallest row index of the rows with the same content id
     (sha256) or the same dHash. ``data``: a Dataset, a list of row dicts with `image` (and `id`), or images."""
     images, ids = _rows_of(data)
@@ -790,7 +793,7 @@ def duplicate_group_ids(data: Any, cache: bool = True) -> list[int]:
     return _union(len(images), (ids, hashes))
 
 
-def near_duplicate_groups(data: Any, min_size: int = 2, cache: bool = True) -> list[list[int]]:
+def near_duplicate_groups(data: ImageRows, min_size: int = 2, cache: bool = True) -> list[list[int]]:
     """Near-duplicate groups of ``data`` as lists of row indices (see ``duplicate_group_ids``), in order of
     their first row; only groups of at least ``min_size`` rows (1: every row)."""
     members: dict[int, list[int]] = defaultdict(list)
@@ -807,7 +810,7 @@ def _merge_groups(groups: list[str] | None, duplicate_ids: list[int]) -> list[st
 
 
 def _split_table(
-    data: Any,
+    data: DatasetDict | Dataset | Sequence[Mapping[str, Any]],
 ) -> tuple[list[Any], list[str | None], list[float], list[str | None], list[str], list[str | None]]:
     """images, ids, ages, splits, files and sources of a DatasetDict (splits in train/validation/test order),
     a Dataset or a list of row dicts (split from a `split` key or column)."""
@@ -843,7 +846,7 @@ def _file_name(image: Any) -> str:
     return Path(image).name if isinstance(image, (str, Path)) else ""
 
 
-def _grouped(data: Any, cache: bool = True) -> tuple[dict[str, list[Any]], list[list[int]]]:
+def _grouped(data: ImageRows, cache: bool = True) -> tuple[dict[str, list[Any]], list[list[int]]]:
     images, ids, ages, splits, files, sources = _split_table(data)
     ids, hashes = dhashes(images, ids, cache=cache)
     members: dict[int, list[int]] = defaultdict(list)
@@ -969,7 +972,9 @@ def write_conflicts_csv(groups: list[dict[str, Any]], out: Any) -> int:
             handle.close()
 
 
-def _check_near_duplicates(dataset: DatasetDict, report: LoadReport, options: LoadOptions, source: Any) -> DatasetDict:
+def _check_near_duplicates(
+    dataset: DatasetDict, report: LoadReport, options: LoadOptions, source: str | Path
+) -> DatasetDict:
     """Count near-duplicate groups into ``report``; drop the validation/test copies of groups that cross
     a given split (the earliest split, train first, keeps its copies)."""
     if options.cross_split_duplicates not in ("drop", "keep"):

@@ -39,7 +39,7 @@ import numpy as np
 if TYPE_CHECKING:
     import argparse
 
-    from age_model.predictor import AgePredictor
+    from age_model.predictor import AgePredictor, FaceEstimate
 
 IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".webp", ".gif", ".bmp", ".tif", ".tiff", ".mpo"})
 VIDEO_SUFFIXES = frozenset({".mp4", ".mov", ".m4v", ".avi", ".mkv", ".webm"})
@@ -269,7 +269,7 @@ def counted_text(report: Report) -> str:
 def write_csv(rows: Iterable[FaceRow], out: str | Path | io.TextIOBase) -> None:
     """The face rows as CSV (:data:`CSV_COLUMNS`); empty cells where a value does not apply."""
 
-    def write(handle: Any) -> None:
+    def write(handle: TextIO) -> None:
         writer = csv.DictWriter(handle, fieldnames=CSV_COLUMNS, extrasaction="ignore", lineterminator="\n")
         writer.writeheader()
         for row in rows:
@@ -657,7 +657,7 @@ class BoxTracker:
         return ended
 
     @staticmethod
-    def _extend(track: Track, frame: int, time_s: float, face: Any) -> None:
+    def _extend(track: Track, frame: int, time_s: float, face: FaceEstimate) -> None:
         track.box = tuple(float(v) for v in face.box)
         track.last_frame, track.last_time = frame, time_s
         track.ages.append(float(face.age))
@@ -1011,7 +1011,7 @@ def map_photos(
 class _ProgressLine:
     """Progress on stderr: one updating line on a terminal, else a line every few seconds."""
 
-    def __init__(self, stream: Any, every: float = 5.0) -> None:
+    def __init__(self, stream: TextIO, every: float = 5.0) -> None:
         self.stream, self.tty = stream, bool(getattr(stream, "isatty", lambda: False)())
         self.every, self.last = (0.2 if self.tty else every), 0.0
 
