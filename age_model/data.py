@@ -136,7 +136,10 @@ class LoadReport:
 
 
 def load_age_dataset(source: str | Path, options: LoadOptions | None = None) -> tuple[DatasetDict, LoadReport]:
-    """Read ``source`` (a folder, CSV file, save_to_disk folder or Hub id) into train/validation/test."""
+    """Read ``source`` (a folder, CSV file, save_to_disk folder or Hub id) into train/validation/test.
+
+    Raises DataError naming the file and row for a missing source, an unknown layout, a bad row (unless
+    ``options.on_bad_rows == "skip"``) or an empty result."""
     options = options or LoadOptions()
     data_format = options.data_format if options.data_format != "auto" else detect_format(source)
     if data_format not in FORMATS:
@@ -168,7 +171,8 @@ def load_age_datasets(
 
     Every row keeps its ``source`` (the loader's name for it, e.g. ``utkface``, ``aaf``); columns one
     source lacks (``race``, ``apparent_age_mean``, ...) are empty for its rows. Two sources with the
-    same name get ``#2``, ``#3`` suffixes so per-source metrics stay apart.
+    same name get ``#2``, ``#3`` suffixes so per-source metrics stay apart. Raises DataError as
+    :func:`load_age_dataset` does, for the first source that fails.
     """
     loaded: list[tuple[DatasetDict, LoadReport]] = []
     names_seen: dict[str, int] = {}
@@ -247,7 +251,7 @@ def _with_columns(split: Dataset, columns: dict[str, Any]) -> Dataset:
 
 
 def detect_format(source: str | Path) -> str:
-    """Guess the layout of ``source`` from the files it holds."""
+    """Guess the layout of ``source`` from the files it holds; raises DataError when nothing fits."""
     path = Path(source)
     if not path.exists():
         if is_repo_id(str(source)):

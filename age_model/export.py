@@ -58,7 +58,9 @@ def weights_digest(model_dir: str | Path) -> str | None:
 
 
 def export_onnx(model_dir: str | Path, output: str | Path | None = None, opset: int = OPSET) -> Path:
-    """Export the age model in ``model_dir`` (a local folder) to ONNX; returns the file written."""
+    """Export the age model in ``model_dir`` (a local folder) to ONNX; returns the file written.
+
+    Raises FileNotFoundError when the folder has no config.json or no weights."""
     import onnx
 
     folder = Path(model_dir)

@@ -217,7 +217,9 @@ def push_model(
 ) -> str:
     """Push a train.py run (weights, config, processor, regenerated card); with ``dry_run``, only write that folder.
 
-    Returns the commit URL, or the dry-run folder.
+    Returns the commit URL, or the dry-run folder. Raises FileNotFoundError for a folder that is no
+    train.py run, FileExistsError for a non-empty dry-run folder, and HubError (what to do, nothing
+    pushed) without a token or when the Hub refuses or cannot be reached.
     """
     run_dir = Path(run_dir)
     validate_repo_id(repo_id)
@@ -245,7 +247,10 @@ def push_feedback(
     dry_run: str | Path | None = None,
     api: HfApi | None = None,
 ) -> str:
-    """Push a feedback export folder (with its card) as a dataset repo; with ``dry_run``, only write that folder."""
+    """Push a feedback export folder (with its card) as a dataset repo; with ``dry_run``, only write that folder.
+
+    Raises FileNotFoundError for a folder that is no export, HubError without a token or when the Hub
+    refuses or cannot be reached (nothing pushed)."""
     export_dir = Path(export_dir)
     validate_repo_id(repo_id)
     if dry_run is not None:
