@@ -29,9 +29,8 @@ from age_model.faces.crops import DEFAULT_CROP, CropSpec
 logger = logging.getLogger(__name__)
 
 HEADS = ("regression", "gaussian", "bins")
-BINS_MAX_AGE = (
-    100  # the bins head covers 0..BINS_MAX_AGE inclusive (older labels fall in the last bin); not a label bound
-)
+# The bins head covers 0..BINS_MAX_AGE inclusive (older labels fall in the last bin); not a label bound.
+BINS_MAX_AGE = 100
 WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin")
 
 

@@ -211,10 +211,8 @@ def create_app(options: ServerOptions, state: AppState | None = None) -> FastAPI
         blocked_paths=private_paths(state, options),
     )
     auth = list(options.annotators.items()) or None
-    from age_model.ui.annotate import (
-        CSS_PATHS,
-        HEAD_PATHS,
-    )  # keyboard shortcuts and styles: Gradio 6 takes them at mount
+    # Keyboard shortcuts and styles: Gradio 6 takes them at mount.
+    from age_model.ui.annotate import CSS_PATHS, HEAD_PATHS
 
     annotator_app, demo = build_annotator_app(state, options), build_demo(state, options)
     app = gr.mount_gradio_app(
