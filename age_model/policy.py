@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import numpy as np
 
-from age_model.ages import AGE_RANGE  # noqa: F401  (re-exported: the ages a form accepts)
-
 ASK_FOR_ID = "ask for ID"
 NO_ID_NEEDED = "no ID needed"
 DEFAULT_THRESHOLD = 25.0
@@ -29,4 +27,4 @@ def verdict(age: float, spread: float, threshold: float = DEFAULT_THRESHOLD) -> 
     return ASK_FOR_ID if asks_for_id(age, spread, threshold) else NO_ID_NEEDED
 
 
-__all__ = ["ASK_FOR_ID", "NO_ID_NEEDED", "DEFAULT_THRESHOLD", "THRESHOLD_RANGE", "AGE_RANGE", "asks_for_id", "verdict"]
+__all__ = ["ASK_FOR_ID", "NO_ID_NEEDED", "DEFAULT_THRESHOLD", "THRESHOLD_RANGE", "asks_for_id", "verdict"]

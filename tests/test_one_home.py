@@ -38,8 +38,10 @@ def test_data_loader_and_feedback_store_accept_the_same_ages(age: float, accepte
 
 def test_the_page_the_store_and_the_loader_share_one_age_range() -> None:
     from age_model.feedback import AGE_MAX, AGE_MIN
+    from age_model.ui import predict_tab
 
-    assert policy.AGE_RANGE is ages.AGE_RANGE and (AGE_MIN, AGE_MAX) == ages.AGE_RANGE
+    assert predict_tab.AGE_RANGE is ages.AGE_RANGE and (AGE_MIN, AGE_MAX) == ages.AGE_RANGE
+    assert not hasattr(policy, "AGE_RANGE")  # one import path for the range
 
 
 def test_metric_cards_and_benchmark_share_the_bands() -> None:

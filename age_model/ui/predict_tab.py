@@ -16,9 +16,10 @@ from typing import Any
 import gradio as gr
 from PIL import Image, ImageDraw, ImageFont
 
+from age_model.ages import AGE_RANGE
 from age_model.faces import ImageError, load_image
 from age_model.feedback import PUBLIC_PREFIX
-from age_model.policy import AGE_RANGE, ASK_FOR_ID, THRESHOLD_RANGE, verdict
+from age_model.policy import ASK_FOR_ID, THRESHOLD_RANGE, verdict
 from age_model.predictor import FaceEstimate, PhotoResult
 from age_model.ui.components import SafeImage
 from age_model.ui.errors import user_error
