@@ -109,6 +109,22 @@ def launch_chromium(playwright, profile: str | Path, y4m: str | Path | None = No
     )
 
 
+@contextlib.contextmanager
+def chromium_session(work: Path, timeout_ms: int, viewport: dict[str, int], y4m: str | Path | None = None) -> Iterator:
+    """One Chromium context for a test module (profile under ``work``), every wait bounded by ``timeout_ms``;
+    closed at the end. ``ARTIFACTS`` exists for the screenshots."""
+    from playwright.sync_api import sync_playwright
+
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    with sync_playwright() as playwright:
+        context = launch_chromium(playwright, work / "profile", y4m, viewport=viewport)
+        context.set_default_timeout(timeout_ms)
+        try:
+            yield context
+        finally:
+            context.close()
+
+
 def demo_model(work: Path) -> tuple[Path, str]:
     """The model the app ships (models/agecheck-default), or (for layout only) a tiny random model made in `work`."""
     shipped = REPO_ROOT / "models" / "agecheck-default"

@@ -19,7 +19,7 @@ import pytest
 
 from age_model.faces.crops import DEFAULT_CROP, CropSpec
 from age_model.feedback import FeedbackStore, Status
-from tests.app_support import ARTIFACTS, CHROMIUM, free_port, launch_chromium
+from tests.app_support import ARTIFACTS, CHROMIUM, chromium_session, free_port, launch_chromium
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 EXAMPLE_PHOTO = REPO_ROOT / "examples" / "astronaut-eileen-collins.jpg"
@@ -82,14 +82,8 @@ def browser(tmp_path_factory: pytest.TempPathFactory):
         pytest.skip(f"no Chromium at {CHROMIUM} (apt-get install -y chromium)")
     sync_api = pytest.importorskip("playwright.sync_api")
     sync_api.expect.set_options(timeout=TIMEOUT)
-    ARTIFACTS.mkdir(parents=True, exist_ok=True)
-    with sync_api.sync_playwright() as playwright:
-        context = launch_chromium(
-            playwright, tmp_path_factory.mktemp("chromium") / "profile", viewport={"width": 1360, "height": 1000}
-        )
-        context.set_default_timeout(TIMEOUT)
+    with chromium_session(tmp_path_factory.mktemp("chromium"), TIMEOUT, {"width": 1360, "height": 1000}) as context:
         yield context
-        context.close()
 
 
 def test_browser_decides_a_conflicting_duplicate_group(review_app, browser):

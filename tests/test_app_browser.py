@@ -17,7 +17,7 @@ from tests.app_support import (
     ARTIFACTS,
     CHROMIUM,
     capture_webcam,
-    launch_chromium,
+    chromium_session,
     serve_app,
     start_live_camera,
     upload_and_estimate,
@@ -51,12 +51,8 @@ def browser(photo: Path, tmp_path_factory: pytest.TempPathFactory):
     """One Chromium for the module, its camera a fake one that shows `photo` on the left of a 640x480 frame."""
     work = tmp_path_factory.mktemp("chromium")
     y4m = write_y4m(photo, work / "camera.y4m", align="left", frames=10, drift=6)  # the face stays in the left half
-    ARTIFACTS.mkdir(parents=True, exist_ok=True)
-    with sync_api.sync_playwright() as playwright:
-        context = launch_chromium(playwright, work / "profile", y4m, viewport={"width": 1280, "height": 900})
-        context.set_default_timeout(TIMEOUT)
+    with chromium_session(work, TIMEOUT, {"width": 1280, "height": 900}, y4m) as context:
         yield context
-        context.close()
 
 
 @pytest.fixture

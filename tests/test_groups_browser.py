@@ -14,7 +14,7 @@ from urllib.parse import urljoin
 import httpx
 import pytest
 
-from tests.app_support import ARTIFACTS, CHROMIUM, launch_chromium, serve_app
+from tests.app_support import ARTIFACTS, CHROMIUM, chromium_session, serve_app
 from tests.groups_support import three_faces_video, zip_of
 
 if not CHROMIUM.is_file():
@@ -34,14 +34,8 @@ def app(tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFactory):
 
 @pytest.fixture(scope="module")
 def browser(tmp_path_factory: pytest.TempPathFactory):
-    ARTIFACTS.mkdir(parents=True, exist_ok=True)
-    with sync_api.sync_playwright() as playwright:
-        context = launch_chromium(
-            playwright, tmp_path_factory.mktemp("chromium") / "profile", viewport={"width": 1280, "height": 900}
-        )
-        context.set_default_timeout(TIMEOUT)
+    with chromium_session(tmp_path_factory.mktemp("chromium"), TIMEOUT, {"width": 1280, "height": 900}) as context:
         yield context
-        context.close()
 
 
 @pytest.fixture
